@@ -1,0 +1,50 @@
+"""optuna-rnn: tune PyTorch RNN, LSTM and GRU models with Optuna.
+
+The pieces compose into your own Optuna objective::
+
+    hp = SearchSpace().suggest(trial)
+    model = build_model(hp, input_size=..., output_size=...)
+    Trainer(callbacks=[PruningCallback(trial)]).fit(model, data, hp)
+
+or run as a whole with :class:`Objective` and the ``optuna-rnn`` command.
+"""
+
+from optuna_rnn.artifacts import load_model_file
+from optuna_rnn.callbacks import Diverged, DivergenceGuard, EarlyStopping, PruningCallback
+from optuna_rnn.config import StudyConfig
+from optuna_rnn.data import ForecastSeries, SequenceData, Split
+from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
+from optuna_rnn.errors import ConfigMismatchError, UsageError
+from optuna_rnn.models import RecurrentNet, build_model
+from optuna_rnn.objective import Objective
+from optuna_rnn.space import Choice, FloatRange, Hyperparams, IntRange, SearchSpace
+from optuna_rnn.training import Callback, FitResult, Trainer, TrainState
+
+__all__ = [
+    "DATASETS",
+    "Callback",
+    "Choice",
+    "ConfigMismatchError",
+    "DatasetSpec",
+    "Diverged",
+    "DivergenceGuard",
+    "EarlyStopping",
+    "FitResult",
+    "FloatRange",
+    "ForecastSeries",
+    "Hyperparams",
+    "IntRange",
+    "Objective",
+    "PruningCallback",
+    "RecurrentNet",
+    "SearchSpace",
+    "SequenceData",
+    "Split",
+    "StudyConfig",
+    "TrainState",
+    "Trainer",
+    "UsageError",
+    "build_model",
+    "load_dataset",
+    "load_model_file",
+]

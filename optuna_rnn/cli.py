@@ -1,0 +1,252 @@
+"""The ``optuna-rnn`` command.
+
+Exit codes: 0 success (also after Ctrl-C or SIGTERM, which close the running
+trial as FAIL so that the same command resumes); 2 bad usage or bad input,
+with a one-line message and no traceback; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import version
+from types import FrameType
+from typing import Any, NoReturn
+
+from optuna_rnn.config import PRUNERS, SAMPLERS
+from optuna_rnn.errors import UsageError
+
+DEFAULT_N_TRIALS = 30
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="optuna-rnn", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('optuna-rnn')}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("datasets", help="list the built-in datasets")
+
+    run = commands.add_parser("run", help="create or resume a study and run its trials")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="a built-in dataset (see `optuna-rnn datasets`)")
+    source.add_argument("--data", metavar="PATH", help="your own .csv (forecasting) or .npz file")
+    run.add_argument("--target", help="CSV column to forecast (default: the last numeric one)")
+    run.add_argument("--horizon", type=int, help="forecast this many steps ahead (default 1)")
+    run.add_argument("--study", help="study name (default: the dataset's name)")
+    _storage_arg(run)
+    _n_trials_arg(run)
+    run.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    run.add_argument("--sampler", choices=SAMPLERS, help="default tpe")
+    run.add_argument("--pruner", choices=PRUNERS, help="default median")
+    run.add_argument("--max-epochs", type=int, help="epochs per trial at most (default 30)")
+    run.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 10)")
+    run.add_argument("--seed", type=int, help="makes a single-worker study repeatable")
+    run.add_argument("--space", metavar="FILE", help="TOML file fixing or narrowing parameters")
+    run.add_argument("--artifacts", metavar="DIR", help="where trained weights go")
+    _device_arg(run)
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    best = commands.add_parser("best", help="print the best trial as JSON")
+    best.add_argument("--study", required=True)
+    _storage_arg(best)
+    best.add_argument("--export", metavar="PATH", help="also write the best model to PATH")
+    return parser
+
+
+def _storage_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="database URL or journal file (default: $OPTUNA_RNN_STORAGE or sqlite:///optuna-rnn.db)",
+    )
+
+
+def _n_trials_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        default=DEFAULT_N_TRIALS,
+        help=f"the study's total of finished trials (default {DEFAULT_N_TRIALS})",
+    )
+
+
+def _device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def given_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The study configuration the user asked for explicitly (see ``merge_config``)."""
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+
+    given: dict[str, Any] = {}
+    if args.dataset is not None or args.data is not None:
+        if args.dataset is not None and (args.target is not None or args.horizon is not None):
+            raise UsageError("--target and --horizon apply to --data files only")
+        path = None if args.data is None else os.path.abspath(args.data)
+        given["dataset"] = DatasetSpec(
+            name=args.dataset, path=path, target=args.target, horizon=args.horizon or 1
+        )
+    elif args.target is not None or args.horizon is not None:
+        raise UsageError("--target and --horizon need --data")
+    if args.space is not None:
+        given["space"] = SearchSpace.from_toml(args.space)
+    for option in ("sampler", "pruner", "max_epochs", "patience", "seed"):
+        if getattr(args, option) is not None:
+            given[option] = getattr(args, option)
+    if args.artifacts is not None:
+        given["artifacts"] = os.path.abspath(args.artifacts)
+    return given
+
+
+def set_threads(workers: int = 1) -> int:
+    """Give each of ``workers`` processes an equal share of the cores (at least one thread)."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from optuna_rnn.datasets import dataset_table
+
+    rows = dataset_table()
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    print("  ".join(k.upper().ljust(w) for k, w in widths.items()))
+    for row in rows:
+        print("  ".join(row[k].ljust(w) for k, w in widths.items()))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from optuna_rnn.study import mask_url, open_session, run_trials
+
+    if args.n_trials < 1:
+        raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    given = given_config(args)
+    name = args.study
+    if name is None:
+        if "dataset" not in given:
+            raise UsageError("give --study NAME to resume, or --dataset / --data to start")
+        name = given["dataset"].label
+    session = open_session(name, storage=args.storage, given=given, create=True)
+    set_threads(1)
+    started = time.perf_counter()
+    run_trials(
+        session,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    _print_summary(session, time.perf_counter() - started)
+    url = mask_url(session.storage_url)
+    print(f"\nSee it in optuna-dashboard:  optuna-dashboard {url}")
+    print(f"Best model as JSON:          optuna-rnn best --study {name} --storage {url}")
+    return 0
+
+
+def _print_summary(session: Any, seconds: float) -> None:
+    from optuna.trial import TrialState
+
+    trials = session.study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    print(
+        f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "
+        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed "
+        f"(this run: {seconds:.1f} s)"
+    )
+    best = session.best_trial()
+    if best is None:
+        print("No trial has completed yet.")
+        return
+    test = session.best_test()
+    metric = test["metric"] if test else "value"
+    test_text = f", test {test['test_value']:.4g}" if test else ""
+    print(f"Best trial #{best.number}: validation {metric} {best.value:.4g}{test_text}")
+    for key, value in best.params.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        print(f"  {key:<16} {shown}")
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    import torch
+
+    from optuna_rnn.artifacts import artifact_store, download_model_payload
+    from optuna_rnn.study import open_session
+
+    session = open_session(args.study, storage=args.storage)
+    best = session.best_trial()
+    if best is None:
+        raise UsageError(f"study {args.study!r} has no complete trial yet")
+    test = session.best_test()
+    hp = session.config.space.hyperparams_from(best.params, task=session.dataset.task)
+    result = {
+        "study": args.study,
+        "trial_number": best.number,
+        "metric": test["metric"] if test else None,
+        "validation_value": best.value,
+        "test_metric": test["test_value"] if test else None,
+        "params": best.params,
+        "hyperparams": hp.to_dict(),
+    }
+    if args.export:
+        payload = download_model_payload(artifact_store(session.artifacts_dir), best)
+        torch.save(payload, args.export)
+        result["exported"] = os.path.abspath(args.export)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"datasets": cmd_datasets, "run": cmd_run, "best": cmd_best}
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optuna-rnn`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"optuna-rnn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\noptuna-rnn: interrupted; the running trial was closed as FAIL. "
+            "Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 0
+    except LookupError as exc:
+        print(f"optuna-rnn: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+
+
+def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``studies/<dataset>.py``: ``optuna-rnn run --dataset <dataset>`` plus ``argv``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return main(["run", "--dataset", dataset, *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The configuration a study records, so that any worker can rebuild its objective.
+
+A :class:`StudyConfig` is stored as JSON in the study's user attrs under
+``optuna_rnn.config``. ``worker``, ``best``, ``report`` and a resumed ``run``
+read it back and need nothing but the study name and the storage. A ``run``
+that asks for something different is refused (:func:`merge_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna_rnn.datasets import DatasetSpec
+from optuna_rnn.errors import ConfigMismatchError, UsageError
+from optuna_rnn.space import SearchSpace
+
+CONFIG_ATTR = "optuna_rnn.config"
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid", "qmc")
+PRUNERS = ("median", "hyperband", "successive-halving", "percentile", "patient", "none")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a study's objective, sampler and pruner."""
+
+    dataset: DatasetSpec
+    space: SearchSpace = field(default_factory=SearchSpace)
+    max_epochs: int = 30
+    patience: int | None = 10
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    artifacts: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
+        if self.max_epochs < 1:
+            raise UsageError(f"--max-epochs must be >= 1, got {self.max_epochs}")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError(f"--patience must be >= 1, got {self.patience}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, as recorded on the study."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["dataset"] = self.dataset.to_dict()
+        out["space"] = self.space.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
+        values = dict(data)
+        values["dataset"] = DatasetSpec(**values["dataset"])
+        values["space"] = SearchSpace.from_dict(values["space"], source="recorded space")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -> StudyConfig:
+    """The configuration of a run: ``given`` options over the ``recorded`` ones.
+
+    ``given`` holds only what the user said explicitly (``dataset`` as a
+    :class:`DatasetSpec`, ``space`` as a :class:`SearchSpace`, other fields as
+    plain values). For a new study (``recorded`` is ``None``) the rest take
+    their defaults. For an existing one, anything given must equal what was
+    recorded, or :class:`ConfigMismatchError` says what differs.
+    """
+    if recorded is None:
+        if "dataset" not in given:
+            raise UsageError("a new study needs --dataset NAME or --data PATH")
+        return StudyConfig(**given)
+    base = StudyConfig.from_dict(recorded)
+    current = base.to_dict()
+    for name, value in given.items():
+        wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
+        if wanted != current[name]:
+            raise ConfigMismatchError(
+                f"study was created with {name}={_short(current[name])}, this run asks for "
+                f"{_short(wanted)}; use the recorded value, drop the option, or choose a new --study"
+            )
+    return base
+
+
+def _fields(config: StudyConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

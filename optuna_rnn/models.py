@@ -1,0 +1,163 @@
+"""The recurrent model and the weight initialisers sampled for it.
+
+:class:`RecurrentNet` is an ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (batch first)
+followed by dropout and a linear head on the last hidden state of the last
+layer (both directions concatenated when bidirectional). Variable-length
+batches are packed, so padding reaches neither the recurrence nor the head.
+
+Initialisers act per gate block: ``weight_ih_l*`` of an LSTM holds four
+``hidden x input`` blocks (input, forget, cell, output gates) and each is
+initialised on its own, so that an orthogonal recurrent initialiser gives four
+orthogonal ``hidden x hidden`` matrices rather than one tall one.
+
+Example::
+
+    import torch
+    from optuna_rnn import Hyperparams, build_model
+
+    model = build_model(Hyperparams(cell="gru", hidden_size=8), input_size=3, output_size=2)
+    logits = model(torch.randn(5, 7, 3))
+    assert logits.shape == (5, 2)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from optuna_rnn.space import Hyperparams, Task
+
+_CELLS: dict[str, type[nn.LSTM] | type[nn.GRU] | type[nn.RNN]] = {
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+    "rnn": nn.RNN,
+}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+class RecurrentNet(nn.Module):
+    """A recurrent encoder with a linear head on its final hidden state."""
+
+    def __init__(
+        self,
+        *,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.directions = 2 if bidirectional else 1
+        self.rnn = _CELLS[cell](
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * self.directions, output_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``x`` (batch, time, features) to (batch, outputs).
+
+        ``lengths`` (a CPU tensor) gives each sequence's true length in a padded
+        batch; steps past it never reach the model.
+        """
+        if lengths is not None:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            _, state = self.rnn(packed)
+        else:
+            _, state = self.rnn(x)
+        hidden = state[0] if isinstance(state, tuple) else state
+        last = hidden[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)
+        out: torch.Tensor = self.head(self.dropout(last))
+        return out
+
+
+def build_model(
+    hp: Hyperparams,
+    *,
+    input_size: int,
+    output_size: int,
+    task: Task = "classification",
+) -> RecurrentNet:
+    """Build the network that ``hp`` describes, with its initialisers applied.
+
+    ``output_size`` is the number of classes for classification and the number
+    of predicted values (usually 1) for forecasting; ``task`` is accepted so
+    that callers can pass a dataset's description unchanged.
+    """
+    del task  # the architecture is the same; the loss differs, in the trainer
+    model = RecurrentNet(
+        cell=hp.cell,
+        input_size=input_size,
+        hidden_size=hp.hidden_size,
+        output_size=output_size,
+        num_layers=hp.num_layers,
+        bidirectional=hp.bidirectional,
+        dropout=hp.dropout,
+    )
+    initialise(model.rnn, hp)
+    return model
+
+
+def initialise(rnn: nn.RNNBase, hp: Hyperparams) -> None:
+    """Apply ``hp.input_init``, ``hp.recurrent_init`` and the LSTM forget bias to ``rnn``.
+
+    Biases start at zero, except the LSTM forget gate whose input-side bias is
+    ``hp.forget_bias`` (so the gate's total bias is exactly that value).
+    """
+    gates = _GATES[hp.cell]
+    with torch.no_grad():
+        for name, param in rnn.named_parameters():
+            if name.startswith("weight_ih"):
+                for block in param.chunk(gates, dim=0):
+                    init_matrix(block, hp.input_init)
+            elif name.startswith("weight_hh"):
+                for block in param.chunk(gates, dim=0):
+                    init_matrix(block, hp.recurrent_init)
+            elif name.startswith("bias"):
+                param.zero_()
+                if hp.cell == "lstm" and name.startswith("bias_ih"):
+                    param.chunk(4, dim=0)[1].fill_(hp.forget_bias)
+
+
+def init_matrix(weight: torch.Tensor, scheme: str) -> None:
+    """Initialise one ``out x in`` block in place.
+
+    ``uniform`` is PyTorch's own U(-1/sqrt(out), 1/sqrt(out)); ``normal`` is
+    N(0, 1/out) with the same scale; Xavier (Glorot) and He (Kaiming, fan-in,
+    ReLU gain) use the block's own fans; ``orthogonal`` is Saxe et al.'s
+    orthogonal matrix, the usual choice for recurrent weights.
+    """
+    bound = 1.0 / math.sqrt(weight.shape[0])
+    if scheme == "uniform":
+        nn.init.uniform_(weight, -bound, bound)
+    elif scheme == "normal":
+        nn.init.normal_(weight, 0.0, bound)
+    elif scheme == "xavier_uniform":
+        nn.init.xavier_uniform_(weight)
+    elif scheme == "xavier_normal":
+        nn.init.xavier_normal_(weight)
+    elif scheme == "kaiming_uniform":
+        nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+    elif scheme == "kaiming_normal":
+        nn.init.kaiming_normal_(weight, nonlinearity="relu")
+    elif scheme == "orthogonal":
+        nn.init.orthogonal_(weight)
+    else:
+        raise ValueError(f"unknown initialiser {scheme!r}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

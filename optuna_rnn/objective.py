@@ -1,0 +1,139 @@
+"""The objective: trial -> hyperparameters -> model -> trainer -> validation metric.
+
+Each trial records user attrs that make the dashboard's trials table useful:
+``n_params``, ``epochs``, ``seconds``, ``stop_reason``, ``seed`` and the
+learning curve (``curve``: per-epoch ``train_loss``, ``val_loss``, ``val_metric``).
+A COMPLETE trial uploads its best-epoch weights as an artifact when an
+artifact store is given.
+
+Example::
+
+    import optuna
+    from optuna_rnn import IntRange, Objective, SearchSpace, load_dataset
+
+    objective = Objective(
+        load_dataset("digits"),
+        space=SearchSpace(cell="gru", hidden_size=IntRange(8, 16), num_layers=1),
+        max_epochs=2,
+    )
+    study = optuna.create_study(direction=objective.direction)
+    study.optimize(objective, n_trials=2)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import optuna
+import torch
+
+from optuna_rnn.artifacts import model_payload, upload_model
+from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
+from optuna_rnn.data import Dataset
+from optuna_rnn.models import build_model, count_parameters
+from optuna_rnn.space import SearchSpace
+from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
+
+CURVE_KEYS = ("train_loss", "val_loss", "val_metric")
+
+
+class Objective:
+    """An Optuna objective that tunes a recurrent network on ``dataset``.
+
+    ``seed`` makes trials repeatable: trial ``n`` trains with seed ``seed + n``
+    (without it, each trial draws a seed and records it). ``patience`` enables
+    early stopping; ``artifacts`` (an Optuna artifact store) keeps the weights
+    of every COMPLETE trial; ``callbacks`` are added to the built-in ones.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        space: SearchSpace | None = None,
+        max_epochs: int = 30,
+        patience: int | None = 10,
+        device: str = "auto",
+        seed: int | None = None,
+        artifacts: optuna.artifacts.FileSystemArtifactStore | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.dataset = dataset
+        self.space = space or SearchSpace()
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.device = device
+        self.seed = seed
+        self.artifacts = artifacts
+        self.callbacks = list(callbacks)
+        self.metric = metric_for(dataset.task)
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` for accuracy, ``minimize`` for RMSE."""
+        return self.metric.direction
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        hp = self.space.suggest(trial, task=self.dataset.task)
+        data = self.dataset.windowed(hp.window)
+        seed = self._trial_seed(trial)
+        torch.manual_seed(seed)
+        model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
+        trial.set_user_attr("n_params", count_parameters(model))
+        trial.set_user_attr("seed", seed)
+        callbacks: list[Callback] = [DivergenceGuard(), PruningCallback(trial)]
+        if self.patience is not None:
+            callbacks.append(EarlyStopping(patience=self.patience))
+        recorder = _CurveRecorder(trial)
+        trainer = Trainer(max_epochs=self.max_epochs, device=self.device, seed=seed)
+        try:
+            result = trainer.fit(model, data, hp, callbacks=[*callbacks, *self.callbacks, recorder])
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("stop_reason", str(exc) or "pruned")
+            raise
+        _record(trial, result)
+        if self.artifacts is not None:
+            payload = model_payload(
+                model,
+                hp,
+                input_size=data.input_size,
+                output_size=data.output_size,
+                task=data.task,
+                classes=list(data.classes) if data.classes else None,
+                target_scale=data.target_scale,
+            )
+            upload_model(self.artifacts, trial, payload)
+        return result.best_value
+
+    def _trial_seed(self, trial: optuna.Trial) -> int:
+        inherited = trial.user_attrs.get("seed")
+        if isinstance(inherited, int):
+            return inherited
+        if self.seed is not None:
+            return self.seed + trial.number
+        return random.SystemRandom().randrange(2**31)
+
+
+class _CurveRecorder(Callback):
+    """Writes epochs, seconds and the learning curve to the trial's user attrs."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.trial.set_user_attr("epochs", state.epoch)
+        self.trial.set_user_attr("seconds", round(state.seconds, 3))
+        curve = {key: [_finite(h[key]) for h in state.history] for key in CURVE_KEYS}
+        self.trial.set_user_attr("curve", curve)
+
+
+def _finite(value: float) -> float | None:
+    """Rounded, with NaN/inf as ``None`` so the JSON stays standard."""
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def _record(trial: optuna.Trial, result: FitResult) -> None:
+    trial.set_user_attr("stop_reason", result.stop_reason)
+    trial.set_user_attr("best_epoch", result.best_epoch)

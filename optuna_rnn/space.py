@@ -1,0 +1,402 @@
+"""The search space of a recurrent network and the hyperparameters sampled from it.
+
+Every field of :class:`SearchSpace` is either a range (:class:`IntRange`,
+:class:`FloatRange`), a :class:`Choice`, or a plain value that fixes the
+parameter (and so removes it from the search). Conditional parameters are
+sampled only where they mean something: the LSTM forget-gate bias only for
+LSTM cells, ``momentum``/``nesterov`` only for SGD, ``beta1``/``beta2`` only for
+Adam and AdamW, ``rmsprop_alpha`` only for RMSprop, ``window`` only for
+forecasting.
+
+Dropout is always sampled: it is applied to the recurrent output before the
+head, and between stacked layers when ``num_layers > 1``.
+
+Example::
+
+    import optuna
+    from optuna_rnn import IntRange, SearchSpace
+
+    space = SearchSpace(cell="lstm", hidden_size=IntRange(16, 64, log=True))
+    study = optuna.create_study()
+    trial = study.ask()
+    hp = space.suggest(trial)
+    assert hp.cell == "lstm" and 16 <= hp.hidden_size <= 64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import optuna
+import tomllib
+
+from optuna_rnn.errors import UsageError
+
+Task = Literal["classification", "forecasting"]
+
+CELLS = ("lstm", "gru", "rnn")
+INPUT_INITS = (
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "uniform",
+    "normal",
+)
+RECURRENT_INITS = ("orthogonal", *INPUT_INITS)
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+Scalar: TypeAlias = bool | int | float | str | None
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer range ``[low, high]``, sampled on a log scale when ``log``."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float range ``[low, high]``, sampled on a log scale when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical choice among ``options``."""
+
+    options: tuple[Scalar, ...]
+
+    def __init__(self, options: Sequence[Scalar]) -> None:
+        object.__setattr__(self, "options", tuple(options))
+
+
+Spec: TypeAlias = IntRange | FloatRange | Choice | bool | int | float | str | None
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """One concrete configuration of a recurrent network and its training.
+
+    Parameters that do not apply (``forget_bias`` for a GRU, ``momentum`` for
+    Adam) keep their defaults and are ignored by the model and optimiser.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    input_init: str = "xavier_uniform"
+    recurrent_init: str = "orthogonal"
+    forget_bias: float = 1.0
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    rmsprop_alpha: float = 0.99
+    batch_size: int = 64
+    window: int | None = None
+    grad_clip: float | None = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, suitable for JSON and for ``Hyperparams(**d)``."""
+        return dataclasses.asdict(self)
+
+
+_INT_PARAMS = {"hidden_size", "num_layers", "batch_size", "window"}
+_CATEGORICAL_VALUES: dict[str, tuple[Scalar, ...]] = {
+    "cell": CELLS,
+    "input_init": INPUT_INITS,
+    "recurrent_init": RECURRENT_INITS,
+    "optimizer": OPTIMIZERS,
+    "bidirectional": (False, True),
+    "nesterov": (False, True),
+}
+# Parameters that may be switched off entirely with ``None`` (TOML: "none").
+_NULLABLE = {"grad_clip"}
+# Inclusive bounds every sampled value must respect, whatever the user asks for.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "hidden_size": (1, 1 << 16),
+    "num_layers": (1, 64),
+    "batch_size": (1, 1 << 20),
+    "window": (1, 1 << 20),
+    "dropout": (0.0, 0.99),
+    "lr": (1e-12, 100.0),
+    "weight_decay": (0.0, 10.0),
+    "momentum": (0.0, 0.9999),
+    "beta1": (0.0, 0.9999),
+    "beta2": (0.0, 0.99999),
+    "rmsprop_alpha": (0.0, 0.99999),
+    "forget_bias": (-10.0, 10.0),
+    "grad_clip": (1e-6, 1e6),
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Where each hyperparameter of :class:`Hyperparams` is searched.
+
+    Defaults follow common practice for recurrent nets: log-scaled hidden size
+    and learning rate, orthogonal recurrent weights as an option, a forget-gate
+    bias near 1 for LSTMs, gradient clipping, and optimisers with their own
+    conditional parameters. Pass a plain value to fix a parameter, a narrower
+    range to narrow it. Ranges are checked when the space is built: an impossible
+    one raises :class:`~optuna_rnn.errors.UsageError`.
+    """
+
+    cell: Spec = Choice(CELLS)
+    hidden_size: Spec = IntRange(16, 256, log=True)
+    num_layers: Spec = IntRange(1, 2)
+    bidirectional: Spec = Choice((False, True))
+    dropout: Spec = FloatRange(0.0, 0.5)
+    input_init: Spec = Choice(INPUT_INITS)
+    recurrent_init: Spec = Choice(("orthogonal", "xavier_uniform", "uniform"))
+    forget_bias: Spec = FloatRange(0.0, 2.0)
+    optimizer: Spec = Choice(OPTIMIZERS)
+    lr: Spec = FloatRange(3e-4, 3e-2, log=True)
+    weight_decay: Spec = FloatRange(1e-8, 1e-3, log=True)
+    momentum: Spec = FloatRange(0.5, 0.99)
+    nesterov: Spec = Choice((False, True))
+    beta1: Spec = FloatRange(0.8, 0.95)
+    beta2: Spec = Choice((0.99, 0.999))
+    rmsprop_alpha: Spec = FloatRange(0.9, 0.999)
+    batch_size: Spec = Choice((32, 64, 128, 256))
+    window: Spec = IntRange(8, 64, log=True)
+    grad_clip: Spec = FloatRange(0.25, 5.0, log=True)
+
+    def __post_init__(self) -> None:
+        for f in self._param_fields():
+            _check_spec(f.name, getattr(self, f.name))
+
+    @staticmethod
+    def _param_fields() -> list[dataclasses.Field[Any]]:
+        return list(fields(SearchSpace))
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of all hyperparameters a space can hold."""
+        return [f.name for f in cls._param_fields()]
+
+    def replace(self, **changes: Spec) -> SearchSpace:
+        """A copy with some parameters fixed, narrowed or widened."""
+        unknown = set(changes) - set(self.param_names())
+        if unknown:
+            raise UsageError(_unknown_message(sorted(unknown)[0]))
+        return dataclasses.replace(self, **changes)
+
+    # --- sampling -----------------------------------------------------------------
+
+    def suggest(
+        self, trial: optuna.Trial | optuna.trial.FixedTrial, *, task: Task = "classification"
+    ) -> Hyperparams:
+        """Sample one configuration from ``trial``; conditional parameters only where they apply."""
+        values: dict[str, Any] = {}
+
+        def pick(name: str) -> Any:
+            values[name] = _suggest(trial, name, getattr(self, name))
+            return values[name]
+
+        cell = pick("cell")
+        for name in ("hidden_size", "num_layers", "bidirectional", "dropout"):
+            pick(name)
+        pick("input_init")
+        pick("recurrent_init")
+        if cell == "lstm":
+            pick("forget_bias")
+        optimizer = pick("optimizer")
+        pick("lr")
+        pick("weight_decay")
+        if optimizer == "sgd":
+            pick("momentum")
+            pick("nesterov")
+        elif optimizer in ("adam", "adamw"):
+            pick("beta1")
+            pick("beta2")
+        elif optimizer == "rmsprop":
+            pick("rmsprop_alpha")
+        pick("batch_size")
+        if task == "forecasting":
+            pick("window")
+        pick("grad_clip")
+        return Hyperparams(**values)
+
+    def hyperparams_from(self, params: Mapping[str, Any], *, task: Task) -> Hyperparams:
+        """Rebuild the :class:`Hyperparams` of a finished trial from its ``params``."""
+        return self.suggest(optuna.trial.FixedTrial(dict(params)), task=task)
+
+    def grid(self, *, task: Task, points: int = 3) -> dict[str, list[Scalar]]:
+        """A finite grid over this space for :class:`optuna.samplers.GridSampler`.
+
+        Choices keep all their options; ranges are cut into ``points`` values
+        (geometric for log ranges). Conditional parameters are included; the
+        grid sampler simply finds them unused in trials where they do not apply.
+        """
+        grid: dict[str, list[Scalar]] = {}
+        for name in self.param_names():
+            if name == "window" and task != "forecasting":
+                continue
+            spec = getattr(self, name)
+            if isinstance(spec, Choice):
+                grid[name] = list(spec.options)
+            elif isinstance(spec, IntRange | FloatRange):
+                grid[name] = _range_points(spec, points)
+        return grid
+
+    # --- files and records --------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly description, the inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {}
+        for name in self.param_names():
+            spec = getattr(self, name)
+            if isinstance(spec, IntRange | FloatRange):
+                out[name] = {"low": spec.low, "high": spec.high, "log": spec.log}
+                if isinstance(spec, IntRange) and spec.step != 1:
+                    out[name]["step"] = spec.step
+            elif isinstance(spec, Choice):
+                out[name] = list(spec.options)
+            else:
+                out[name] = "none" if spec is None else spec
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "space") -> SearchSpace:
+        """Build a space from the defaults changed by ``data``.
+
+        A list is a choice, a table ``{low, high, log}`` a range, anything else a
+        fixed value; ``"none"`` switches off a parameter that allows it
+        (``grad_clip``). ``source`` names the file in error messages.
+        """
+        changes: dict[str, Spec] = {}
+        for name, value in data.items():
+            if name not in cls.param_names():
+                raise UsageError(f"{source}: {_unknown_message(name)}")
+            try:
+                changes[name] = _spec_from_value(name, value)
+            except UsageError as exc:
+                raise UsageError(f"{source}: {exc}") from None
+        try:
+            return cls(**changes)
+        except UsageError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SearchSpace:
+        """Read a space from a TOML file: keys at the top level or under ``[space]``."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{path}: search-space file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not valid TOML ({exc})") from None
+        if "space" in data and isinstance(data["space"], dict):
+            data = data["space"]
+        return cls.from_dict(data, source=str(path))
+
+
+def _unknown_message(name: str) -> str:
+    return f"unknown hyperparameter {name!r}; known: {', '.join(SearchSpace.param_names())}"
+
+
+def _spec_from_value(name: str, value: Any) -> Spec:
+    if isinstance(value, Mapping):
+        extra = set(value) - {"low", "high", "log", "step"}
+        if extra or not {"low", "high"} <= set(value):
+            raise UsageError(f"{name}: a range needs 'low' and 'high' (and optionally 'log')")
+        log = bool(value.get("log", False))
+        if name in _INT_PARAMS:
+            return IntRange(int(value["low"]), int(value["high"]), log, int(value.get("step", 1)))
+        return FloatRange(float(value["low"]), float(value["high"]), log)
+    if isinstance(value, list):
+        return Choice([_none_if(v) for v in value])
+    return _none_if(value)
+
+
+def _none_if(value: Any) -> Any:
+    return None if isinstance(value, str) and value.lower() == "none" else value
+
+
+def _check_value(name: str, value: Any) -> None:
+    if value is None:
+        if name in _NULLABLE or name == "window":
+            return
+        raise UsageError(f"{name}: cannot be switched off")
+    if name in _CATEGORICAL_VALUES:
+        allowed = _CATEGORICAL_VALUES[name]
+        if value not in allowed or type(value) is not type(allowed[0]):
+            raise UsageError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{name}: expected a number, got {value!r}")
+    if name in _INT_PARAMS and not float(value).is_integer():
+        raise UsageError(f"{name}: expected a whole number, got {value!r}")
+    lo, hi = _BOUNDS[name]
+    if not (lo <= value <= hi) or not math.isfinite(value):
+        raise UsageError(f"{name}: {value!r} is outside the allowed [{lo:g}, {hi:g}]")
+
+
+def _check_spec(name: str, spec: Spec) -> None:
+    if isinstance(spec, IntRange | FloatRange):
+        if name in _CATEGORICAL_VALUES:
+            raise UsageError(f"{name}: takes a choice, not a range")
+        if isinstance(spec, IntRange) and name not in _INT_PARAMS:
+            raise UsageError(f"{name}: takes a float range (FloatRange)")
+        if isinstance(spec, FloatRange) and name in _INT_PARAMS:
+            raise UsageError(f"{name}: takes an integer range (IntRange)")
+        if spec.low > spec.high:
+            raise UsageError(f"{name}: empty range, low {spec.low:g} > high {spec.high:g}")
+        if spec.log and spec.low <= 0:
+            raise UsageError(f"{name}: a log range needs low > 0, got {spec.low:g}")
+        if isinstance(spec, IntRange) and spec.step < 1:
+            raise UsageError(f"{name}: step must be >= 1")
+        _check_value(name, spec.low)
+        _check_value(name, spec.high)
+    elif isinstance(spec, Choice):
+        if not spec.options:
+            raise UsageError(f"{name}: a choice needs at least one option")
+        for option in spec.options:
+            _check_value(name, option)
+    else:
+        _check_value(name, spec)
+
+
+def _suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, spec: Spec) -> Any:
+    if isinstance(spec, IntRange):
+        return trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
+    if isinstance(spec, FloatRange):
+        return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+    if isinstance(spec, Choice):
+        if len(spec.options) == 1:
+            return spec.options[0]
+        return trial.suggest_categorical(name, spec.options)
+    return spec
+
+
+def _range_points(spec: IntRange | FloatRange, points: int) -> list[Scalar]:
+    if points < 2 or spec.low == spec.high:
+        return [spec.low]
+    if spec.log:
+        ratio = spec.high / spec.low
+        raw = [spec.low * ratio ** (i / (points - 1)) for i in range(points)]
+    else:
+        raw = [spec.low + (spec.high - spec.low) * i / (points - 1) for i in range(points)]
+    if isinstance(spec, IntRange):
+        return [int(v) for v in sorted({round(v) for v in raw})]
+    return [float(f"{v:.6g}") for v in raw]

@@ -1,0 +1,382 @@
+"""Storages, samplers and pruners; creating, resuming and running a study.
+
+Storage URLs: ``sqlite:///file.db`` (the default, ``sqlite:///optuna-rnn.db``,
+overridden by ``$OPTUNA_RNN_STORAGE`` and then by ``--storage``),
+``postgresql://...`` and ``mysql+pymysql://...`` (RDB, with pre-ping),
+``redis://...`` (Optuna's journal on Redis) and a plain file path ending in
+``.log`` or ``.journal`` (Optuna's journal file). Passwords are masked in every
+message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload
+from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
+from optuna_rnn.data import Dataset, ForecastSeries
+from optuna_rnn.errors import UsageError
+from optuna_rnn.objective import Objective
+from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
+from optuna_rnn.training import Trainer, metric_for
+
+DEFAULT_STORAGE = "sqlite:///optuna-rnn.db"
+STORAGE_ENV = "OPTUNA_RNN_STORAGE"
+ARTIFACTS_DIRNAME = "optuna-rnn-artifacts"
+DATA_ATTR = "optuna_rnn.data"
+BEST_TEST_ATTR = "optuna_rnn.best_test"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+# --- storage --------------------------------------------------------------------------
+
+
+def storage_url(url: str | None = None) -> str:
+    """``url`` if given, else ``$OPTUNA_RNN_STORAGE``, else ``sqlite:///optuna-rnn.db``."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or ``None`` for other storages."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///") :])
+
+
+def is_journal_path(url: str) -> bool:
+    return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
+
+
+def open_storage(
+    url: str,
+    *,
+    must_exist: bool = False,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> BaseStorage:
+    """Open the storage at ``url``; a connection problem raises :class:`UsageError`.
+
+    ``must_exist`` refuses to create a new SQLite or journal file (for commands
+    that only read). RDB storages get a heartbeat when ``heartbeat_interval``
+    is set: a trial whose worker died is failed and retried once, inheriting
+    its intermediate values.
+    """
+    masked = mask_url(url)
+    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    if file is not None and must_exist and not file.exists():
+        raise UsageError(f"storage {masked} does not exist")
+    try:
+        if url.startswith("redis://") or url.startswith("rediss://"):
+            from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+            storage: BaseStorage = JournalStorage(JournalRedisBackend(url))
+            storage.get_all_studies()
+            return storage
+        if is_journal_path(url):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(url))
+        if "://" not in url:
+            raise UsageError(
+                f"storage {masked!r} is neither a database URL nor a journal file (.log/.journal)"
+            )
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            engine_kwargs["connect_args"] = {"timeout": 60}
+        retry = None
+        if heartbeat_interval is not None:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1, inherit_intermediate_values=True
+            )
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except UsageError:
+        raise
+    except Exception as exc:  # drivers raise many types; all mean "cannot open"
+        reason = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise UsageError(f"cannot open storage {masked}: {reason}") from None
+
+
+def default_artifacts_dir(url: str) -> str:
+    """``optuna-rnn-artifacts/`` beside a SQLite or journal file, else in the working directory."""
+    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    base = file.resolve().parent if file is not None else Path.cwd()
+    return str(base / ARTIFACTS_DIRNAME)
+
+
+# --- samplers and pruners -------------------------------------------------------------
+
+
+def make_sampler(config: StudyConfig, *, task: str) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``config``, seeded with ``config.seed``.
+
+    TPE is multivariate with grouping (it understands the conditional
+    parameters) and uses the constant liar, so parallel workers do not sample
+    the same point.
+    """
+    seed, name = config.seed, config.sampler
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(config.space.grid(task=task), seed=seed)  # type: ignore[arg-type]
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise UsageError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner named ``name``; epochs are its steps."""
+    warmup = min(3, max(0, max_epochs - 1))
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
+    if name == "patient":
+        inner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+        return optuna.pruners.PatientPruner(inner, patience=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UsageError(f"unknown pruner {name!r}")
+
+
+# --- studies --------------------------------------------------------------------------
+
+
+def recorded_config(storage: BaseStorage, study_name: str) -> dict[str, Any] | None:
+    """The configuration recorded on ``study_name``, or ``None`` when it does not exist."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    raw = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    if raw is None:
+        raise UsageError(f"study {study_name!r} exists but was not created by optuna-rnn")
+    return json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+
+def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
+    """Narrow the window range to what a forecasting series can serve.
+
+    Derived from the data, not recorded: every worker derives the same space.
+    """
+    if not isinstance(dataset, ForecastSeries):
+        return space
+    longest = dataset.max_window
+    window = space.window
+    if isinstance(window, IntRange):
+        if window.low > longest:
+            raise UsageError(
+                f"{dataset.name}: the shortest window {window.low} is too long for "
+                f"{len(dataset.values)} rows; the longest usable is {max(longest, 0)}"
+            )
+        if window.high > longest:
+            return space.replace(window=IntRange(window.low, longest, window.log, window.step))
+    elif isinstance(window, int) and window > longest:
+        dataset.windowed(window)  # raises the UsageError that names the problem
+    return space
+
+
+class StudySession:
+    """A study opened from its storage with everything needed to run, report or load it."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        config: StudyConfig,
+        storage_url: str,
+        *,
+        dataset: Dataset | None = None,
+    ) -> None:
+        self.study = study
+        self.config = config
+        self.storage_url = storage_url
+        self._dataset = dataset
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = self.config.dataset.load()
+        return self._dataset
+
+    @property
+    def artifacts_dir(self) -> str:
+        return self.config.artifacts or default_artifacts_dir(self.storage_url)
+
+    def objective(self, *, device: str = "auto") -> Objective:
+        return Objective(
+            self.dataset,
+            space=fit_space(self.config.space, self.dataset),
+            max_epochs=self.config.max_epochs,
+            patience=self.config.patience,
+            device=device,
+            seed=self.config.seed,
+            artifacts=artifact_store(self.artifacts_dir),
+        )
+
+    def finished(self) -> int:
+        """COMPLETE plus PRUNED trials: what ``--n-trials`` counts."""
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
+
+    def best_trial(self) -> FrozenTrial | None:
+        try:
+            return self.study.best_trial
+        except ValueError:
+            return None
+
+    def best_test(self) -> dict[str, Any] | None:
+        """The best trial's test metric, computed once from its saved weights and recorded."""
+        best = self.best_trial()
+        if best is None:
+            return None
+        recorded = self.study.user_attrs.get(BEST_TEST_ATTR)
+        if isinstance(recorded, dict) and recorded.get("trial") == best.number:
+            return recorded
+        payload = download_model_payload(artifact_store(self.artifacts_dir), best)
+        model = model_from_payload(payload)
+        hp = Hyperparams(**payload["hyperparams"])
+        data = self.dataset.windowed(hp.window)
+        value = Trainer(device="cpu").evaluate(model, data, "test")
+        record = {
+            "trial": best.number,
+            "metric": metric_for(data.task).name,
+            "test_value": value,
+            "validation_value": best.value,
+        }
+        self.study.set_user_attr(BEST_TEST_ATTR, record)
+        return record
+
+
+def open_session(
+    study_name: str,
+    *,
+    storage: str | None = None,
+    given: dict[str, Any] | None = None,
+    create: bool = False,
+    heartbeat_interval: int | None = None,
+) -> StudySession:
+    """Open (and with ``create``, create or resume) a study and its configuration.
+
+    A new study is created only after its data loaded and validated, so bad
+    input never leaves an empty study behind.
+    """
+    url = storage_url(storage)
+    backend = open_storage(url, must_exist=not create, heartbeat_interval=heartbeat_interval)
+    recorded = recorded_config(backend, study_name)
+    if recorded is None and not create:
+        raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
+    config = merge_config(given or {}, recorded)
+    if recorded is None and config.artifacts is None:
+        config = StudyConfig(**{**_as_kwargs(config), "artifacts": default_artifacts_dir(url)})
+    dataset = config.dataset.load()  # validates the data before anything is created
+    fit_space(config.space, dataset)
+    sampler = make_sampler(config, task=dataset.task)
+    pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
+    if recorded is None:
+        study = optuna.create_study(
+            storage=backend,
+            study_name=study_name,
+            direction=metric_for(dataset.task).direction,  # type: ignore[arg-type]
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+        study.set_user_attr(CONFIG_ATTR, json.dumps(config.to_dict()))
+        study.set_user_attr(DATA_ATTR, dataset.summary())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric_for(dataset.task).name])
+    else:
+        study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
+    return StudySession(study, config, url, dataset=dataset)
+
+
+def _as_kwargs(config: StudyConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def run_trials(
+    session: StudySession,
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+) -> None:
+    """Run trials until the study holds ``n_trials`` finished ones (or ``timeout`` passes).
+
+    ``n_trials`` is the study's total, shared by every worker: re-running an
+    interrupted command finishes the job rather than overshooting it.
+    """
+    remaining = n_trials - session.finished()
+    if remaining <= 0:
+        return
+    objective = session.objective(device=device)
+    stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
+    bar = tqdm(
+        total=n_trials,
+        initial=session.finished(),
+        desc=session.study.study_name,
+        unit="trial",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+    best = session.best_trial()
+    metric = metric_for(session.dataset.task)
+    shown = {"best": best.value if best is not None and best.value is not None else metric.worst}
+    pruned = [0]
+
+    def show(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state not in FINISHED:
+            return
+        bar.update(1)
+        if trial.state == TrialState.PRUNED:
+            pruned[0] += 1
+        elif trial.value is not None and metric.better(trial.value, shown["best"]):
+            shown["best"] = trial.value
+        bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
+
+    try:
+        session.study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            callbacks=[stop_at_total, show, *(callbacks or [])],
+        )
+    finally:
+        bar.close()

@@ -1,0 +1,385 @@
+"""The trainer: a fast epoch loop over pre-built tensors, metrics, and the callback protocol.
+
+Why it is fast: the splits live on the device as whole tensors; each epoch
+shuffles once and slices contiguous batches (no ``DataLoader``, no per-sample
+Python); losses and gradient norms are accumulated on the device and read back
+once per epoch, so no batch waits for the host. Variable-length sequences are
+bucketed by length so that a batch is padded only to its own longest sequence,
+and packed so that padding never reaches the recurrence.
+
+Callbacks see a :class:`TrainState` at ``on_train_begin``, after every epoch
+(``on_epoch_end``) and at ``on_train_end`` (always, also when a callback
+stopped or pruned the run). A callback stops training by setting
+``state.stop_reason``, or prunes it by raising :class:`optuna.TrialPruned`.
+
+Example::
+
+    from optuna_rnn import Hyperparams, Trainer, build_model, load_dataset
+
+    data = load_dataset("digits")
+    hp = Hyperparams(hidden_size=16, batch_size=128)
+    model = build_model(hp, input_size=data.input_size, output_size=data.output_size)
+    result = Trainer(max_epochs=2, seed=0).fit(model, data, hp)
+    assert 0.0 <= result.best_value <= 1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from optuna_rnn.data import SequenceData, Split
+from optuna_rnn.space import Hyperparams
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The validation metric a task is judged by."""
+
+    name: str
+    direction: str  # "maximize" or "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b``."""
+        if math.isnan(b):
+            return not math.isnan(a)
+        return a > b if self.direction == "maximize" else a < b
+
+    @property
+    def worst(self) -> float:
+        return -math.inf if self.direction == "maximize" else math.inf
+
+
+ACCURACY = Metric("accuracy", "maximize")
+RMSE = Metric("rmse", "minimize")
+
+
+def metric_for(task: str) -> Metric:
+    """Accuracy for classification, RMSE in original units for forecasting."""
+    return ACCURACY if task == "classification" else RMSE
+
+
+class Callback:
+    """Base class of trainer callbacks; override the hooks you need."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        """Called once before the first epoch (``state.epoch`` is the epoch about to run, minus 1)."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """Called after each epoch's training and validation."""
+
+    def on_train_end(self, state: TrainState) -> None:
+        """Called once at the end, whether training finished, stopped or was pruned."""
+
+
+@dataclass
+class TrainState:
+    """What callbacks see and may change while a model trains."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    hp: Hyperparams
+    data: SequenceData
+    metric: Metric
+    max_epochs: int
+    generator: torch.Generator
+    epoch: int = 0
+    train_loss: float = math.nan
+    grad_norm: float = math.nan
+    val_loss: float = math.nan
+    val_metric: float = math.nan
+    best_value: float = math.nan
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The outcome of :meth:`Trainer.fit`; the model holds the best epoch's weights."""
+
+    best_value: float
+    best_epoch: int
+    epochs: int
+    stop_reason: str
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def make_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
+    """The optimiser ``hp`` names, with its own conditional parameters.
+
+    ``weight_decay`` is L2 regularisation for SGD, Adam and RMSprop and
+    decoupled weight decay for AdamW.
+    """
+    params = model.parameters()
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+    if hp.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=hp.lr, betas=(hp.beta1, hp.beta2), weight_decay=hp.weight_decay)
+    if hp.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=hp.lr, alpha=hp.rmsprop_alpha, weight_decay=hp.weight_decay)
+    raise ValueError(f"unknown optimiser {hp.optimizer!r}")
+
+
+class Trainer:
+    """Trains one model on one :class:`SequenceData` and notifies callbacks.
+
+    ``max_epochs`` bounds the run; ``seed`` fixes shuffling (and, when the
+    caller seeds before building the model, the whole trial); ``device`` is
+    ``auto``, ``cpu`` or ``cuda``; ``mixed_precision`` uses autocast on CUDA
+    (bfloat16 where supported, else float16 with gradient scaling).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int = 30,
+        device: str = "auto",
+        seed: int | None = None,
+        callbacks: Sequence[Callback] = (),
+        mixed_precision: bool = True,
+        eval_batch_size: int = 4096,
+    ) -> None:
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        self.max_epochs = max_epochs
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.callbacks = list(callbacks)
+        self.eval_batch_size = eval_batch_size
+        self.amp_dtype: torch.dtype | None = None
+        if mixed_precision and self.device.type == "cuda":
+            bf16 = torch.cuda.is_bf16_supported()
+            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: SequenceData,
+        hp: Hyperparams,
+        *,
+        callbacks: Sequence[Callback] = (),
+    ) -> FitResult:
+        """Train ``model`` for up to ``max_epochs``; returns with the best epoch's weights loaded."""
+        model.to(self.device)
+        train = _to_device(data.train, self.device)
+        valid = _to_device(data.valid, self.device)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed if self.seed is not None else torch.seed())
+        state = TrainState(
+            model=model,
+            optimizer=make_optimizer(model, hp),
+            hp=hp,
+            data=data,
+            metric=metric_for(data.task),
+            max_epochs=self.max_epochs,
+            generator=generator,
+            best_value=math.nan,
+        )
+        loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
+        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        all_callbacks = [*self.callbacks, *callbacks]
+        best_weights: dict[str, torch.Tensor] | None = None
+        try:
+            for cb in all_callbacks:
+                cb.on_train_begin(state)
+            while state.epoch < self.max_epochs and state.stop_reason is None:
+                state.epoch += 1
+                t0 = time.perf_counter()
+                train_sum, norm_max = self._train_epoch(state, train, loss_fn, scaler)
+                val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
+                totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
+                state.train_loss = totals[0] / len(train)
+                state.grad_norm = totals[1]
+                state.val_loss = totals[2] / len(valid)
+                state.val_metric = _finish_metric(totals[3], len(valid), data)
+                state.history.append(
+                    {
+                        "epoch": state.epoch,
+                        "train_loss": state.train_loss,
+                        "val_loss": state.val_loss,
+                        "val_metric": state.val_metric,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                if state.metric.better(state.val_metric, state.best_value):
+                    state.best_value = state.val_metric
+                    state.best_epoch = state.epoch
+                    best_weights = copy.deepcopy(model.state_dict())
+                for cb in all_callbacks:
+                    cb.on_epoch_end(state)
+        finally:
+            for cb in all_callbacks:
+                cb.on_train_end(state)
+        if best_weights is not None:
+            model.load_state_dict(best_weights)
+        return FitResult(
+            best_value=state.best_value,
+            best_epoch=state.best_epoch,
+            epochs=state.epoch,
+            stop_reason=state.stop_reason or "max_epochs",
+            seconds=state.seconds,
+            history=state.history,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _train_epoch(
+        self,
+        state: TrainState,
+        train: Split,
+        loss_fn: nn.Module,
+        scaler: torch.amp.GradScaler | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model, optimizer, hp = state.model, state.optimizer, state.hp
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss_sum = torch.zeros((), device=self.device)
+        norm_max = torch.zeros((), device=self.device)
+        clip = hp.grad_clip
+        for xb, yb, lb in iterate_batches(train, hp.batch_size, generator=state.generator):
+            optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = loss_fn(model(xb, lb), yb)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if clip is not None:
+                norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                norm_max = torch.maximum(norm_max, norm.detach().float())
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            loss_sum += loss.detach().float() * yb.shape[0]
+        return loss_sum, norm_max
+
+    def _evaluate(
+        self, model: nn.Module, split: Split, loss_fn: nn.Module, task: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and summed metric (correct count, or squared error) over ``split``."""
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sum = torch.zeros((), device=self.device)
+        with torch.inference_mode(), self._autocast():
+            for xb, yb, lb in iterate_batches(split, self.eval_batch_size, generator=None):
+                out = model(xb, lb).float()
+                loss_sum += loss_fn(out, yb) * yb.shape[0]
+                if task == "classification":
+                    metric_sum += (out.argmax(dim=1) == yb).sum()
+                else:
+                    metric_sum += ((out - yb) ** 2).sum()
+        return loss_sum, metric_sum
+
+    def evaluate(self, model: nn.Module, data: SequenceData, split: str = "test") -> float:
+        """The task's metric (accuracy, or RMSE in original units) of ``model`` on a split."""
+        part = _to_device(getattr(data, split), self.device)
+        model.to(self.device)
+        loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
+        _, metric_sum = self._evaluate(model, part, loss_fn, data.task)
+        return _finish_metric(float(metric_sum.item()), len(part), data)
+
+    def predict(self, model: nn.Module, split: Split) -> torch.Tensor:
+        """Raw model outputs for every sequence of ``split``, in order, on the CPU."""
+        model.to(self.device).eval()
+        part = _to_device(split, self.device)
+        outs = []
+        with torch.inference_mode():
+            for xb, _, lb in iterate_batches(part, self.eval_batch_size, generator=None):
+                outs.append(model(xb, lb).float().cpu())
+        return torch.cat(outs)
+
+
+def _finish_metric(total: float, n: int, data: SequenceData) -> float:
+    if data.task == "classification":
+        return total / n
+    return math.sqrt(total / n) * data.target_scale
+
+
+def _to_device(split: Split, device: torch.device) -> Split:
+    if split.X.device == device:
+        return split
+    return Split(split.X.to(device), split.y.to(device), split.lengths)
+
+
+def iterate_batches(
+    split: Split, batch_size: int, *, generator: torch.Generator | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(X, y, lengths)`` batches; shuffled when a ``generator`` is given.
+
+    Equal-length data is shuffled once per epoch and sliced into contiguous
+    batches. Variable-length data is bucketed: shuffled, cut into pools of 32
+    batches, each pool sorted by length, its batches trimmed to their own
+    longest sequence and served in random order. ``lengths`` is ``None`` for a
+    batch whose sequences all fill it, so no packing is needed there.
+    """
+    n = len(split)
+    if split.lengths is None:
+        if generator is not None:
+            perm = torch.randperm(n, generator=generator).to(split.X.device)
+            X, y = split.X[perm], split.y[perm]
+        else:
+            X, y = split.X, split.y
+        for start in range(0, n, batch_size):
+            yield X[start : start + batch_size], y[start : start + batch_size], None
+        return
+    lengths = split.lengths.numpy()
+    if generator is None:
+        order = np.argsort(-lengths, kind="stable")
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    else:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        shuffled = rng.permutation(n)
+        pool = batch_size * 32
+        batches = []
+        for p in range(0, n, pool):
+            chunk = shuffled[p : p + pool]
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    for idx in batches:
+        batch_lengths = lengths[idx]
+        longest = int(batch_lengths.max())
+        index = torch.from_numpy(idx).to(split.X.device)
+        xb = split.X[index, :longest]
+        lb = None if batch_lengths.min() == longest else torch.from_numpy(batch_lengths)
+        yield xb, split.y[index], lb

@@ -1,0 +1,75 @@
+"""Shared fixtures: a CLI runner, tiny search spaces, and service checks.
+
+Tests that need PostgreSQL, MySQL, Redis or Chromium call :func:`require_service`:
+it skips when the service is missing, or fails when ``OPTUNA_RNN_REQUIRE_SERVICES=1``
+(as in CI), so a missing service can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A search space small enough that a trial takes a fraction of a second.
+TINY_SPACE = """
+cell = ["lstm", "gru"]
+hidden_size = {low = 4, high = 12, log = true}
+num_layers = 1
+bidirectional = false
+batch_size = [128, 256]
+window = {low = 4, high = 12}
+"""
+
+
+def require_service(name: str, available: Callable[[], bool]) -> None:
+    """Skip (or, in CI, fail) the calling test when ``name`` is not available."""
+    try:
+        ok = available()
+    except Exception:
+        ok = False
+    if ok:
+        return
+    if os.environ.get("OPTUNA_RNN_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{name} is required (OPTUNA_RNN_REQUIRE_SERVICES=1) but not available")
+    pytest.skip(f"{name} is not available")
+
+
+@pytest.fixture
+def tiny_space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "optuna_rnn.cli", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPTUNA_RNN_STORAGE"}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``optuna-rnn ARGS`` in ``tmp_path`` and return the completed process."""
+
+    def run(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_command(*args),
+            cwd=tmp_path,
+            env=cli_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,231 @@
+"""The `optuna-rnn` command end to end, on real SQLite studies."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import cli_command, cli_env
+
+FAST = ("--max-epochs", "6", "--seed", "0", "-q")
+
+
+def load(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}")
+
+
+def states(study: optuna.Study) -> dict[TrialState, int]:
+    return {s: sum(t.state == s for t in study.trials) for s in TrialState}
+
+
+def snapshot(study: optuna.Study) -> tuple:
+    return (
+        [(t.number, t.state, t.value, t.params, t.user_attrs) for t in study.trials],
+        study.user_attrs,
+    )
+
+
+def test_datasets_and_version(run_cli) -> None:
+    out = run_cli("datasets")
+    assert out.returncode == 0
+    assert "digits" in out.stdout and "sunspots" in out.stdout and "forecasting" in out.stdout
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("optuna-rnn ")
+
+
+def test_median_pruner_leaves_pruned_trials_stopped_at_their_epoch(run_cli, tmp_path, tiny_space) -> None:
+    out = run_cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--n-trials",
+        "20",
+        "--pruner",
+        "median",
+        "--space",
+        str(tiny_space),
+        *FAST,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Best trial #" in out.stdout and "optuna-dashboard" in out.stdout
+    study = load(tmp_path, "digits")
+    count = states(study)
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 20
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner pruned nothing in 20 trials"
+    for trial in pruned:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(1, len(steps) + 1))
+        assert steps[-1] == trial.user_attrs["epochs"]
+        assert trial.user_attrs["stop_reason"] == f"pruned at epoch {steps[-1]}"
+    assert any(max(t.intermediate_values) < 6 for t in pruned)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for trial in complete:
+        attrs = trial.user_attrs
+        assert attrs["n_params"] > 0 and attrs["seconds"] > 0 and attrs["epochs"] >= 1
+        assert trial.value == pytest.approx(max(attrs["curve"]["val_metric"]), abs=1e-6)
+    assert study.user_attrs["optuna_rnn.best_test"]["trial"] == study.best_trial.number
+
+
+def test_rerun_resumes_and_n_trials_is_the_total(run_cli, tmp_path, tiny_space) -> None:
+    args = ("run", "--dataset", "digits", "--space", str(tiny_space), *FAST)
+    assert run_cli(*args, "--n-trials", "3").returncode == 0
+    assert run_cli(*args, "--n-trials", "3").returncode == 0  # nothing left to do
+    assert len(load(tmp_path, "digits").trials) == 3
+    out = run_cli("run", "--study", "digits", "--n-trials", "5", "-q")  # resume by name only
+    assert out.returncode == 0, out.stderr
+    assert len(load(tmp_path, "digits").trials) == 5
+
+
+def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
+    for name in ("a", "b"):
+        out = run_cli(
+            "run",
+            "--dataset",
+            "digits",
+            "--study",
+            name,
+            "--n-trials",
+            "4",
+            "--space",
+            str(tiny_space),
+            "--pruner",
+            "none",
+            *FAST,
+        )
+        assert out.returncode == 0, out.stderr
+    a, b = load(tmp_path, "a"), load(tmp_path, "b")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
+
+
+def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path, tiny_space) -> None:
+    args = (
+        "run",
+        "--dataset",
+        "digits",
+        "--n-trials",
+        "8",
+        "--space",
+        str(tiny_space),
+        "--max-epochs",
+        "40",
+        "--patience",
+        "40",
+        "--pruner",
+        "none",
+        "--seed",
+        "1",
+        "-q",
+    )
+    proc = subprocess.Popen(
+        cli_command(*args),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="digits", storage=db).trials
+        except KeyError:
+            continue
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if done and running and running[0].intermediate_values:
+            break
+    else:
+        proc.kill()
+        raise AssertionError("no trial was running")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "interrupted" in err and "Traceback" not in err
+    study = load(tmp_path, "digits")
+    count = states(study)
+    assert count[TrialState.RUNNING] == 0
+    assert count[TrialState.FAIL] == 1
+    interrupted = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert interrupted.number == running[0].number
+    rerun = subprocess.run(
+        cli_command(*args), cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    count = states(load(tmp_path, "digits"))
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 8
+    assert count[TrialState.RUNNING] == 0 and count[TrialState.FAIL] == 1
+
+
+def test_diverging_trials_are_recorded_and_the_study_goes_on(run_cli, tmp_path) -> None:
+    space = tmp_path / "diverge.toml"
+    space.write_text(
+        'cell = "lstm"\nhidden_size = 8\nnum_layers = 1\nbidirectional = false\n'
+        'optimizer = "sgd"\nlr = {low = 10.0, high = 50.0, log = true}\ngrad_clip = "none"\n'
+        "window = 8\nbatch_size = 32\n"
+    )
+    out = run_cli("run", "--dataset", "sunspots", "--n-trials", "5", "--space", str(space), *FAST)
+    assert out.returncode == 0, out.stderr
+    study = load(tmp_path, "sunspots")
+    assert len(study.trials) == 5
+    diverged = [t for t in study.trials if t.user_attrs.get("stop_reason", "").startswith("diverged")]
+    assert len(diverged) >= 3
+    assert all(t.state == TrialState.PRUNED for t in diverged)
+
+
+def test_best_prints_json(run_cli, tmp_path, tiny_space) -> None:
+    assert (
+        run_cli(
+            "run", "--dataset", "sunspots", "--n-trials", "3", "--space", str(tiny_space), *FAST
+        ).returncode
+        == 0
+    )
+    out = run_cli("best", "--study", "sunspots", "--export", "best.pt")
+    assert out.returncode == 0, out.stderr
+    best = json.loads(out.stdout)
+    study = load(tmp_path, "sunspots")
+    assert best["trial_number"] == study.best_trial.number
+    assert best["validation_value"] == study.best_value
+    assert best["metric"] == "rmse" and best["test_metric"] > 0
+    assert best["params"] == study.best_trial.params
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:
+    assert (
+        run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST).returncode
+        == 0
+    )
+    before = snapshot(load(tmp_path, "digits"))
+    reversed_space = tmp_path / "reversed.toml"
+    reversed_space.write_text("lr = {low = 0.1, high = 0.001, log = true}\n")
+    cases = [
+        (("run", "--dataset", "nope"), "unknown dataset 'nope'"),
+        (("run", "--dataset", "digits", "--space", str(reversed_space)), "lr: empty range"),
+        (("run", "--study", "digits", "--space", str(reversed_space)), "lr: empty range"),
+        (
+            ("run", "--dataset", "digits", "--storage", "postgresql://u:secret@127.0.0.1:1/db"),
+            "cannot open storage postgresql://u:***@127.0.0.1:1/db",
+        ),
+        (("run", "--dataset", "digits", "--sampler", "bayes"), "invalid choice: 'bayes'"),
+        (("run", "--dataset", "digits", "--max-epochs", "9"), "study was created with max_epochs=6"),
+        (("best", "--study", "missing"), "no study named 'missing'"),
+        (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
+    ]
+    for args, message in cases:
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr, (message, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Traceback" not in out.stderr and "secret" not in out.stderr
+    assert snapshot(load(tmp_path, "digits")) == before

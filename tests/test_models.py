@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optuna_rnn import Hyperparams, build_model
+
+CELLS_GATES = [("lstm", 4), ("gru", 3), ("rnn", 1)]
+
+
+def blocks(model: torch.nn.Module, prefix: str, gates: int) -> list[torch.Tensor]:
+    return [
+        block
+        for name, p in model.rnn.named_parameters()
+        if name.startswith(prefix)
+        for block in p.detach().chunk(gates, dim=0)
+    ]
+
+
+@pytest.mark.parametrize(("cell", "gates"), CELLS_GATES)
+def test_orthogonal_recurrent_blocks(cell: str, gates: int) -> None:
+    hp = Hyperparams(cell=cell, hidden_size=24, num_layers=2, bidirectional=True, recurrent_init="orthogonal")
+    model = build_model(hp, input_size=5, output_size=3)
+    found = blocks(model, "weight_hh", gates)
+    assert len(found) == gates * 2 * 2  # gates x layers x directions
+    for w in found:
+        assert torch.allclose(w @ w.T, torch.eye(24), atol=1e-5)
+
+
+@pytest.mark.parametrize(("cell", "gates"), CELLS_GATES)
+@pytest.mark.parametrize(
+    ("scheme", "expected_std"),
+    [
+        ("xavier_uniform", lambda fi, fo: math.sqrt(2 / (fi + fo))),
+        ("xavier_normal", lambda fi, fo: math.sqrt(2 / (fi + fo))),
+        ("kaiming_uniform", lambda fi, fo: math.sqrt(2 / fi)),
+        ("kaiming_normal", lambda fi, fo: math.sqrt(2 / fi)),
+        ("uniform", lambda fi, fo: 1 / math.sqrt(fo) / math.sqrt(3)),
+        ("normal", lambda fi, fo: 1 / math.sqrt(fo)),
+    ],
+)
+def test_input_initialisers_act_on_input_weights(cell: str, gates: int, scheme: str, expected_std) -> None:
+    torch.manual_seed(0)
+    hidden, inputs = 96, 64
+    hp = Hyperparams(cell=cell, hidden_size=hidden, input_init=scheme, recurrent_init="orthogonal")
+    model = build_model(hp, input_size=inputs, output_size=2)
+    for w in blocks(model, "weight_ih", gates):
+        assert w.shape == (hidden, inputs)
+        assert w.std().item() == pytest.approx(expected_std(inputs, hidden), rel=0.1)
+        assert abs(w.mean().item()) < 0.1 * expected_std(inputs, hidden)
+    # the recurrent weights kept their own (orthogonal) initialiser
+    for w in blocks(model, "weight_hh", gates):
+        assert torch.allclose(w @ w.T, torch.eye(hidden), atol=1e-4)
+
+
+def test_recurrent_initialiser_other_than_orthogonal() -> None:
+    hp = Hyperparams(cell="gru", hidden_size=128, recurrent_init="xavier_normal", input_init="uniform")
+    model = build_model(hp, input_size=4, output_size=2)
+    for w in blocks(model, "weight_hh", 3):
+        assert w.std().item() == pytest.approx(math.sqrt(2 / 256), rel=0.1)
+        assert not torch.allclose(w @ w.T, torch.eye(128), atol=1e-2)
+
+
+def test_lstm_forget_gate_bias() -> None:
+    hp = Hyperparams(cell="lstm", hidden_size=7, num_layers=2, bidirectional=True, forget_bias=1.7)
+    model = build_model(hp, input_size=3, output_size=2)
+    for name, p in model.rnn.named_parameters():
+        if name.startswith("bias_ih"):
+            i, f, g, o = p.detach().chunk(4)
+            assert torch.all(f == 1.7)
+            assert torch.all(torch.cat([i, g, o]) == 0)
+        elif name.startswith("bias_hh"):
+            assert torch.all(p == 0)
+
+
+def test_output_shapes_and_bidirectional_head() -> None:
+    hp = Hyperparams(cell="gru", hidden_size=6, bidirectional=True, num_layers=3, dropout=0.2)
+    model = build_model(hp, input_size=4, output_size=5)
+    assert model.head.in_features == 12
+    assert model.rnn.dropout == pytest.approx(0.2)
+    assert model(torch.randn(3, 9, 4)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_the_output(cell: str, bidirectional: bool) -> None:
+    torch.manual_seed(1)
+    hp = Hyperparams(cell=cell, hidden_size=8, num_layers=2, bidirectional=bidirectional)
+    model = build_model(hp, input_size=3, output_size=4).eval()
+    seq = torch.randn(1, 5, 3)
+    alone = model(seq)
+    padded = torch.full((3, 11, 3), 99.0)  # loud padding: it must not leak
+    padded[1, :5] = seq[0]
+    padded[0] = torch.randn(11, 3)
+    padded[2, :2] = torch.randn(2, 3)
+    batch = model(padded, torch.tensor([11, 5, 2]))
+    assert torch.allclose(batch[1], alone[0], atol=1e-5)

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from optuna_rnn import Choice, FloatRange, Hyperparams, IntRange, SearchSpace, UsageError
+
+
+def sample(space: SearchSpace, n: int = 40, task: str = "classification") -> list[optuna.trial.FrozenTrial]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (space.suggest(t, task=task), 0.0)[1], n_trials=n)  # type: ignore[arg-type]
+    return study.trials
+
+
+def test_conditional_parameters_only_where_they_apply() -> None:
+    for trial in sample(SearchSpace(), n=60):
+        params = trial.params
+        assert ("forget_bias" in params) == (params["cell"] == "lstm")
+        assert ("momentum" in params) == (params["optimizer"] == "sgd")
+        assert ("nesterov" in params) == (params["optimizer"] == "sgd")
+        assert ("beta1" in params) == (params["optimizer"] in ("adam", "adamw"))
+        assert ("rmsprop_alpha" in params) == (params["optimizer"] == "rmsprop")
+        assert "window" not in params
+
+
+def test_window_is_sampled_for_forecasting_only() -> None:
+    trials = sample(SearchSpace(window=IntRange(5, 9)), n=10, task="forecasting")
+    assert all(5 <= t.params["window"] <= 9 for t in trials)
+
+
+def test_fixed_and_narrowed_parameters() -> None:
+    space = SearchSpace(cell="gru", hidden_size=IntRange(8, 16), optimizer=Choice(["sgd"]), grad_clip=None)
+    for trial in sample(space, n=15):
+        assert "cell" not in trial.params and "optimizer" not in trial.params
+        assert 8 <= trial.params["hidden_size"] <= 16
+        hp = space.hyperparams_from(trial.params, task="classification")
+        assert hp.cell == "gru" and hp.optimizer == "sgd" and hp.grad_clip is None
+
+
+def test_hyperparams_roundtrip_from_trial_params() -> None:
+    space = SearchSpace()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    hp = space.suggest(trial)
+    assert space.hyperparams_from(trial.params, task="classification") == hp
+    assert Hyperparams(**hp.to_dict()) == hp
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": FloatRange(0.1, 0.01)}, "lr: empty range, low 0.1 > high 0.01"),
+        ({"hidden_size": IntRange(0, 8, log=True)}, "hidden_size: a log range needs low > 0"),
+        ({"cell": Choice(["lstm", "transformer"])}, "cell: 'transformer' is not one of"),
+        ({"dropout": 1.5}, "dropout: 1.5 is outside the allowed"),
+        ({"optimizer": Choice([])}, "optimizer: a choice needs at least one option"),
+        ({"num_layers": FloatRange(1, 2)}, "num_layers"),
+    ],
+)
+def test_impossible_spaces_are_clear_errors(changes: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        SearchSpace(**changes)
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "space.toml"
+    path.write_text(
+        '[space]\ncell = "lstm"\nhidden_size = {low = 8, high = 32, log = true}\n'
+        'batch_size = [16, 32]\ngrad_clip = "none"\n'
+    )
+    space = SearchSpace.from_toml(path)
+    assert space.cell == "lstm"
+    assert space.hidden_size == IntRange(8, 32, log=True)
+    assert space.batch_size == Choice([16, 32])
+    assert space.grad_clip is None
+    assert SearchSpace.from_dict(space.to_dict()) == space
+
+
+def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("lr = {low = 0.1, high = 0.001, log = true}\n")
+    with pytest.raises(UsageError, match=r"bad.toml: lr: empty range"):
+        SearchSpace.from_toml(path)
+    path.write_text("learning_rate = 0.1\n")
+    with pytest.raises(UsageError, match=r"bad.toml: unknown hyperparameter 'learning_rate'"):
+        SearchSpace.from_toml(path)
+    path.write_text("lr = [\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        SearchSpace.from_toml(path)
+    with pytest.raises(UsageError, match="not found"):
+        SearchSpace.from_toml(tmp_path / "missing.toml")
+
+
+def test_grid_covers_choices_and_range_points() -> None:
+    grid = SearchSpace(hidden_size=IntRange(8, 32, log=True), lr=FloatRange(1e-3, 1e-1, log=True)).grid(
+        task="classification"
+    )
+    assert grid["hidden_size"] == [8, 16, 32]
+    assert grid["lr"] == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert grid["cell"] == ["lstm", "gru", "rnn"]
+    assert "window" not in grid

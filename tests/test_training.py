@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from optuna_rnn import (
+    Choice,
+    Diverged,
+    DivergenceGuard,
+    EarlyStopping,
+    Hyperparams,
+    SearchSpace,
+    Trainer,
+    build_model,
+    load_dataset,
+)
+from optuna_rnn.data import SequenceData
+from optuna_rnn.training import make_optimizer
+
+
+@pytest.fixture(scope="module")
+def digits() -> SequenceData:
+    data = load_dataset("digits")
+    assert isinstance(data, SequenceData)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "cls", "expected"),
+    [
+        ("sgd", torch.optim.SGD, ("momentum", "nesterov")),
+        ("adam", torch.optim.Adam, ("betas",)),
+        ("adamw", torch.optim.AdamW, ("betas",)),
+        ("rmsprop", torch.optim.RMSprop, ("alpha",)),
+    ],
+)
+def test_optimiser_gets_the_sampled_parameters(optimizer: str, cls: type, expected: tuple[str, ...]) -> None:
+    space = SearchSpace(optimizer=Choice([optimizer]))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    trial = study.ask()
+    hp = space.suggest(trial)
+    opt = make_optimizer(build_model(hp, input_size=2, output_size=2), hp)
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    assert group["lr"] == trial.params["lr"]
+    assert group["weight_decay"] == trial.params["weight_decay"]
+    if "momentum" in expected:
+        assert group["momentum"] == trial.params["momentum"]
+        assert group["nesterov"] == trial.params["nesterov"]
+    if "betas" in expected:
+        assert group["betas"] == (trial.params["beta1"], trial.params["beta2"])
+    if "alpha" in expected:
+        assert group["alpha"] == trial.params["rmsprop_alpha"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_weight_decay_changes_the_update(optimizer: str) -> None:
+    def one_step(weight_decay: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        hp = Hyperparams(
+            cell="gru", hidden_size=4, optimizer=optimizer, lr=0.1, weight_decay=weight_decay, momentum=0.0
+        )
+        model = build_model(hp, input_size=2, output_size=2)
+        opt = make_optimizer(model, hp)
+        x, y = torch.randn(8, 5, 2), torch.randint(0, 2, (8,))
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    plain, decayed = one_step(0.0), one_step(0.1)
+    assert any(not torch.allclose(plain[k], decayed[k]) for k in plain)
+    if optimizer == "sgd":
+        # plain SGD with L2: the update differs by exactly lr * wd * w
+        torch.manual_seed(0)
+        w0 = build_model(Hyperparams(cell="gru", hidden_size=4), input_size=2, output_size=2).state_dict()
+        key = "rnn.weight_ih_l0"
+        assert torch.allclose(plain[key] - decayed[key], 0.1 * 0.1 * w0[key], atol=1e-6)
+
+
+def test_fit_learns_and_is_repeatable(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=16, batch_size=128, lr=1e-2)
+
+    def fit() -> tuple[float, list[float]]:
+        torch.manual_seed(0)
+        model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+        result = Trainer(max_epochs=4, seed=0, device="cpu").fit(model, digits, hp)
+        return result.best_value, [h["train_loss"] for h in result.history]
+
+    (value_a, losses_a), (value_b, losses_b) = fit(), fit()
+    assert value_a > 0.5  # ten classes: chance is 0.1
+    assert losses_a == losses_b and value_a == value_b
+    assert losses_a[-1] < losses_a[0]
+
+
+def test_gradient_clipping_bounds_the_step(digits: SequenceData) -> None:
+    hp = Hyperparams(
+        cell="rnn", hidden_size=8, optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=1e-3, batch_size=4096
+    )
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).clone()
+    Trainer(max_epochs=1, seed=0, device="cpu").fit(model, digits, hp)
+    after = torch.nn.utils.parameters_to_vector(model.parameters())
+    # one full batch, one SGD step of lr=1 with the gradient clipped to norm 1e-3
+    assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_divergence_guard_stops_a_diverging_run() -> None:
+    data = load_dataset("sunspots").windowed(8)
+    hp = Hyperparams(cell="lstm", hidden_size=16, optimizer="sgd", lr=20.0, grad_clip=None)
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=data.input_size, output_size=1)
+    with pytest.raises(Diverged, match="diverged at epoch"):
+        Trainer(max_epochs=20, seed=0, device="cpu", callbacks=[DivergenceGuard()]).fit(model, data, hp)
+
+
+def test_divergence_guard_on_exploding_gradient_norm(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=8, grad_clip=1.0)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    with pytest.raises(Diverged, match="gradient norm .* exceeds 1e-09"):
+        Trainer(max_epochs=3, device="cpu", callbacks=[DivergenceGuard(max_grad_norm=1e-9)]).fit(
+            model, digits, hp
+        )
+
+
+def test_early_stopping(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=4, lr=1e-12, batch_size=256)  # learns nothing
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    result = Trainer(max_epochs=50, seed=0, device="cpu", callbacks=[EarlyStopping(patience=2)]).fit(
+        model, digits, hp
+    )
+    assert result.epochs < 50
+    assert result.stop_reason.startswith("early stopping")
+
+
+def test_best_epoch_weights_are_restored(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=12, batch_size=128, lr=1e-2)
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    trainer = Trainer(max_epochs=5, seed=0, device="cpu")
+    result = trainer.fit(model, digits, hp)
+    assert math.isclose(trainer.evaluate(model, digits, "valid"), result.best_value)
