@@ -10,7 +10,14 @@ or run as a whole with :class:`Objective` and the ``optuna-rnn`` command.
 """
 
 from optuna_rnn.artifacts import load_model_file
-from optuna_rnn.callbacks import Diverged, DivergenceGuard, EarlyStopping, PruningCallback
+from optuna_rnn.callbacks import (
+    Checkpoint,
+    Diverged,
+    DivergenceGuard,
+    EarlyStopping,
+    PruningCallback,
+    load_checkpoint,
+)
 from optuna_rnn.config import StudyConfig
 from optuna_rnn.data import ForecastSeries, SequenceData, Split
 from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
@@ -23,6 +30,7 @@ from optuna_rnn.training import Callback, FitResult, Trainer, TrainState
 __all__ = [
     "DATASETS",
     "Callback",
+    "Checkpoint",
     "Choice",
     "ConfigMismatchError",
     "DatasetSpec",
@@ -45,6 +53,7 @@ __all__ = [
     "Trainer",
     "UsageError",
     "build_model",
+    "load_checkpoint",
     "load_dataset",
     "load_model_file",
 ]

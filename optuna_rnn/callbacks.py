@@ -1,17 +1,26 @@
-"""Trainer callbacks: pruning, early stopping and divergence detection.
+"""Trainer callbacks: pruning, early stopping, divergence detection and checkpoints.
 
 Each is a few lines on top of the :class:`~optuna_rnn.training.Callback`
 protocol. Order matters: put :class:`DivergenceGuard` before
-:class:`PruningCallback` so that a NaN is never reported to Optuna.
+:class:`PruningCallback` so that a NaN is never reported to Optuna, and
+:class:`Checkpoint` last so that it saves what the others decided.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import optuna
+import torch
 
 from optuna_rnn.training import Callback, TrainState
+
+CHECKPOINT_FORMAT = "optuna-rnn-checkpoint/1"
 
 
 class Diverged(optuna.TrialPruned):
@@ -62,14 +71,23 @@ class EarlyStopping(Callback):
         self._best_epoch = 0
 
     def on_train_begin(self, state: TrainState) -> None:
-        self._best, self._best_epoch = math.nan, state.epoch
+        # Replaying the history makes a resumed run stop where an uninterrupted one would.
+        self._best, self._best_epoch = math.nan, state.epoch - len(state.history)
+        for past in state.history:
+            self._improved(state, past["val_metric"], int(past["epoch"]))
 
     def on_epoch_end(self, state: TrainState) -> None:
-        sign = 1.0 if state.metric.direction == "maximize" else -1.0
-        if math.isnan(self._best) or sign * (state.val_metric - self._best) > self.min_delta:
-            self._best, self._best_epoch = state.val_metric, state.epoch
-        elif state.epoch - self._best_epoch >= self.patience:
+        if not self._improved(state, state.val_metric, state.epoch) and (
+            state.epoch - self._best_epoch >= self.patience
+        ):
             state.stop_reason = f"early stopping: no improvement for {self.patience} epochs"
+
+    def _improved(self, state: TrainState, value: float, epoch: int) -> bool:
+        sign = 1.0 if state.metric.direction == "maximize" else -1.0
+        if math.isnan(self._best) or sign * (value - self._best) > self.min_delta:
+            self._best, self._best_epoch = value, epoch
+            return True
+        return False
 
 
 class DivergenceGuard(Callback):
@@ -96,3 +114,92 @@ class DivergenceGuard(Callback):
                 f"diverged at epoch {state.epoch}: gradient norm {state.grad_norm:.3g} "
                 f"exceeds {self.max_grad_norm:.3g}"
             )
+
+
+class Checkpoint(Callback):
+    """Save the whole training state to ``path`` every ``every`` epochs, atomically.
+
+    The file holds :meth:`TrainState.state_dict` (weights, optimiser, RNG
+    states, epoch, history, best weights) plus ``meta``, a dict that
+    :func:`load_checkpoint` compares so that a checkpoint is only resumed by
+    the run it belongs to (the objective puts the hyperparameters and seed
+    there). Writing goes to a temporary file that is then renamed over
+    ``path``, so a process killed mid-write leaves the previous checkpoint
+    intact. Resume with ``Trainer.fit(..., resume_from=load_checkpoint(path))``.
+
+    Example::
+
+        from optuna_rnn import Checkpoint, Hyperparams, Trainer, build_model, load_checkpoint, load_dataset
+
+        data = load_dataset("digits")
+        hp = Hyperparams(hidden_size=8, batch_size=256)
+        model = build_model(hp, input_size=data.input_size, output_size=data.output_size)
+        trainer = Trainer(max_epochs=2, seed=0, device="cpu")
+        trainer.fit(model, data, hp, callbacks=[Checkpoint("run.ckpt")])
+        assert load_checkpoint("run.ckpt")["epoch"] == 2
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, every: int = 1, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.path = Path(path)
+        self.every = every
+        self.meta = dict(meta or {})
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch % self.every == 0 or state.stop_reason is not None:
+            save_checkpoint(self.path, state.state_dict(), meta=self.meta)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], state: Mapping[str, Any], *, meta: Mapping[str, Any] | None = None
+) -> None:
+    """Write a checkpoint: to a temporary file beside ``path``, flushed, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    payload = {"format": CHECKPOINT_FORMAT, "meta": dict(meta or {}), "state": dict(state)}
+    try:
+        with open(tmp, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The training state saved at ``path``, or ``None`` when there is none to resume.
+
+    ``None`` also when the file is unreadable or its ``meta`` differs from the
+    given one (a warning says why): training then starts from epoch 1, which
+    is always correct, just slower.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file must never stop a trial
+        warnings.warn(f"ignoring unreadable checkpoint {path}: {exc}", stacklevel=2)
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        warnings.warn(f"ignoring {path}: not an optuna-rnn checkpoint", stacklevel=2)
+        return None
+    if meta is not None and payload.get("meta") != dict(meta):
+        warnings.warn(f"ignoring checkpoint {path}: it belongs to another run", stacklevel=2)
+        return None
+    state: dict[str, Any] = payload["state"]
+    return state
+
+
+def remove_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Delete a checkpoint and any temporary file a killed writer left beside it."""
+    path = Path(path)
+    for leftover in [path, *path.parent.glob(f"{path.name}.tmp-*")]:
+        leftover.unlink(missing_ok=True)

@@ -12,6 +12,14 @@ Callbacks see a :class:`TrainState` at ``on_train_begin``, after every epoch
 stopped or pruned the run). A callback stops training by setting
 ``state.stop_reason``, or prunes it by raising :class:`optuna.TrialPruned`.
 
+Resuming: :meth:`TrainState.state_dict` captures everything the loop depends
+on (weights, optimiser, the shuffling generator and torch's global RNG, the
+epoch, history and best weights); ``Trainer.fit(..., resume_from=...)`` loads
+it and carries on with the next epoch, so that a run interrupted after epoch
+*k* and resumed ends exactly as an uninterrupted one on the CPU. Callbacks
+that keep state of their own rebuild it from ``state.history`` in
+``on_train_begin`` (see :class:`~optuna_rnn.callbacks.EarlyStopping`).
+
 Example::
 
     from optuna_rnn import Hyperparams, Trainer, build_model, load_dataset
@@ -72,7 +80,10 @@ class Callback:
     """Base class of trainer callbacks; override the hooks you need."""
 
     def on_train_begin(self, state: TrainState) -> None:
-        """Called once before the first epoch (``state.epoch`` is the epoch about to run, minus 1)."""
+        """Called once before the first epoch (``state.epoch`` is the epoch about to run, minus 1).
+
+        After a resume, ``state.epoch`` and ``state.history`` already hold the restored epochs.
+        """
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Called after each epoch's training and validation."""
@@ -103,10 +114,65 @@ class TrainState:
     stop_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     extras: dict[str, Any] = field(default_factory=dict)
+    best_weights: dict[str, torch.Tensor] | None = None
+    scaler: torch.amp.GradScaler | None = None
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume after this epoch, as tensors and plain values.
+
+        Tensors are copied to the CPU, so the result loads with
+        ``torch.load(..., weights_only=True)`` on any machine.
+        """
+        device = next(self.model.parameters()).device
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "epoch": self.epoch,
+            "model": _cpu(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng,
+            "history": copy.deepcopy(self.history),
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "best_weights": _cpu(self.best_weights) if self.best_weights is not None else None,
+            "last": {
+                "train_loss": self.train_loss,
+                "grad_norm": self.grad_norm,
+                "val_loss": self.val_loss,
+                "val_metric": self.val_metric,
+            },
+            "stop_reason": self.stop_reason,
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` captured; training goes on with epoch ``epoch + 1``."""
+        device = next(self.model.parameters()).device
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scaler is not None and saved.get("scaler") is not None:
+            self.scaler.load_state_dict(saved["scaler"])
+        rng = saved["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        if device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        self.epoch = int(saved["epoch"])
+        self.history = copy.deepcopy(saved["history"])
+        self.best_value = float(saved["best_value"])
+        self.best_epoch = int(saved["best_epoch"])
+        best = saved.get("best_weights")
+        self.best_weights = {k: v.to(device) for k, v in best.items()} if best is not None else None
+        for name, value in saved["last"].items():
+            setattr(self, name, float(value))
+        self.stop_reason = saved.get("stop_reason")
+        self.started = time.perf_counter() - float(saved.get("seconds", 0.0))
 
 
 @dataclass(frozen=True)
@@ -192,8 +258,14 @@ class Trainer:
         hp: Hyperparams,
         *,
         callbacks: Sequence[Callback] = (),
+        resume_from: dict[str, Any] | None = None,
     ) -> FitResult:
-        """Train ``model`` for up to ``max_epochs``; returns with the best epoch's weights loaded."""
+        """Train ``model`` for up to ``max_epochs``; returns with the best epoch's weights loaded.
+
+        ``resume_from`` is a :meth:`TrainState.state_dict` (for instance from a
+        :class:`~optuna_rnn.callbacks.Checkpoint` file): training restores it
+        and continues after its epoch instead of starting at epoch 1.
+        """
         model.to(self.device)
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)
@@ -208,11 +280,13 @@ class Trainer:
             max_epochs=self.max_epochs,
             generator=generator,
             best_value=math.nan,
+            scaler=torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None,
         )
+        if resume_from is not None:
+            state.load_state_dict(resume_from)
         loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
-        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        scaler = state.scaler
         all_callbacks = [*self.callbacks, *callbacks]
-        best_weights: dict[str, torch.Tensor] | None = None
         try:
             for cb in all_callbacks:
                 cb.on_train_begin(state)
@@ -238,14 +312,14 @@ class Trainer:
                 if state.metric.better(state.val_metric, state.best_value):
                     state.best_value = state.val_metric
                     state.best_epoch = state.epoch
-                    best_weights = copy.deepcopy(model.state_dict())
+                    state.best_weights = copy.deepcopy(model.state_dict())
                 for cb in all_callbacks:
                     cb.on_epoch_end(state)
         finally:
             for cb in all_callbacks:
                 cb.on_train_end(state)
-        if best_weights is not None:
-            model.load_state_dict(best_weights)
+        if state.best_weights is not None:
+            model.load_state_dict(state.best_weights)
         return FitResult(
             best_value=state.best_value,
             best_epoch=state.best_epoch,
@@ -327,6 +401,10 @@ class Trainer:
             for xb, _, lb in iterate_batches(part, self.eval_batch_size, generator=None):
                 outs.append(model(xb, lb).float().cpu())
         return torch.cat(outs)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
 
 
 def _finish_metric(total: float, n: int, data: SequenceData) -> float:
