@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (also after Ctrl-C or SIGTERM, which close the running
 trial as FAIL so that the same command resumes); 2 bad usage or bad input,
-with a one-line message and no traceback; 1 anything else.
+with a one-line message and no traceback; 1 anything else (a traceback with
+any storage password masked).
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from importlib.metadata import version
-from types import FrameType
 from typing import Any, NoReturn
 
 from optuna_rnn.config import PRUNERS, SAMPLERS
@@ -54,9 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 10)")
     run.add_argument("--seed", type=int, help="makes a single-worker study repeatable")
     run.add_argument("--space", metavar="FILE", help="TOML file fixing or narrowing parameters")
-    run.add_argument("--artifacts", metavar="DIR", help="where trained weights go")
+    run.add_argument("--artifacts", metavar="DIR", help="where trained weights and checkpoints go")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes on the study (default 1)")
     _device_arg(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    worker = commands.add_parser(
+        "worker", help="join an existing study and run its trials (from any machine)"
+    )
+    worker.add_argument("--study", required=True)
+    _storage_arg(worker)
+    _n_trials_arg(worker)
+    worker.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    worker.add_argument(
+        "--threads", type=int, help="torch threads (default: all cores; share them between workers)"
+    )
+    _device_arg(worker)
+    worker.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     best = commands.add_parser("best", help="print the best trial as JSON")
     best.add_argument("--study", required=True)
@@ -111,11 +125,13 @@ def given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def set_threads(workers: int = 1) -> int:
+def set_threads(workers: int = 1, *, threads: int | None = None) -> int:
     """Give each of ``workers`` processes an equal share of the cores (at least one thread)."""
     import torch
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    from optuna_rnn.workers import threads_per_worker
+
+    threads = threads or threads_per_worker(workers)
     torch.set_num_threads(threads)
     return threads
 
@@ -132,30 +148,76 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import mask_url, open_session, run_trials
 
     if args.n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     given = given_config(args)
     name = args.study
     if name is None:
         if "dataset" not in given:
             raise UsageError("give --study NAME to resume, or --dataset / --data to start")
         name = given["dataset"].label
-    session = open_session(name, storage=args.storage, given=given, create=True)
-    set_threads(1)
-    started = time.perf_counter()
-    run_trials(
-        session,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        device=args.device,
-        progress=not args.quiet,
+    interval, grace = heartbeat_settings()
+    session = open_session(
+        name,
+        storage=args.storage,
+        given=given,
+        create=True,
+        heartbeat_interval=interval,
+        grace_period=grace,
     )
+    started = time.perf_counter()
+    code = 0
+    if args.workers > 1:
+        from optuna_rnn.workers import run_workers
+
+        code = run_workers(
+            session,
+            workers=args.workers,
+            n_trials=args.n_trials,
+            device=args.device,
+            timeout=args.timeout,
+            progress=not args.quiet,
+        )
+    else:
+        set_threads(1)
+        run_trials(
+            session,
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            device=args.device,
+            progress=not args.quiet,
+        )
     _print_summary(session, time.perf_counter() - started)
     url = mask_url(session.storage_url)
     print(f"\nSee it in optuna-dashboard:  optuna-dashboard {url}")
     print(f"Best model as JSON:          optuna-rnn best --study {name} --storage {url}")
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from optuna_rnn.recovery import heartbeat_settings
+    from optuna_rnn.study import open_session, run_trials
+
+    if args.n_trials < 1:
+        raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    interval, grace = heartbeat_settings()
+    session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
+    set_threads(1, threads=args.threads)
+    started = time.perf_counter()
+    run_trials(
+        session, n_trials=args.n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet
+    )
+    print(
+        f"Worker done: study {args.study!r} holds {session.finished()} finished trials "
+        f"(this worker: {time.perf_counter() - started:.1f} s)"
+    )
     return 0
 
 
@@ -211,17 +273,15 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"datasets": cmd_datasets, "run": cmd_run, "best": cmd_best}
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+COMMANDS = {"datasets": cmd_datasets, "run": cmd_run, "worker": cmd_worker, "best": cmd_best}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-rnn`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    from optuna_rnn import shutdown
+
+    shutdown.install()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -239,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except LookupError as exc:
         print(f"optuna-rnn: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        from optuna_rnn.study import mask_secrets, storage_url
+
+        url = storage_url(getattr(args, "storage", None))
+        print(mask_secrets(traceback.format_exc(), url), file=sys.stderr, end="")
         return 1
 
 

@@ -4,7 +4,10 @@ Each trial records user attrs that make the dashboard's trials table useful:
 ``n_params``, ``epochs``, ``seconds``, ``stop_reason``, ``seed`` and the
 learning curve (``curve``: per-epoch ``train_loss``, ``val_loss``, ``val_metric``).
 A COMPLETE trial uploads its best-epoch weights as an artifact when an
-artifact store is given.
+artifact store is given. With a ``checkpoints`` directory, each epoch is
+checkpointed and a retried trial resumes from the trial it continues (see
+:mod:`optuna_rnn.recovery`); a trial stopped by Ctrl-C or SIGTERM records
+``stop_reason = "interrupted"`` so that the next run retries it.
 
 Example::
 
@@ -23,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Sequence
 
@@ -33,6 +37,7 @@ from optuna_rnn.artifacts import model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.data import Dataset
 from optuna_rnn.models import build_model, count_parameters
+from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
 from optuna_rnn.space import SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
 
@@ -45,7 +50,8 @@ class Objective:
     ``seed`` makes trials repeatable: trial ``n`` trains with seed ``seed + n``
     (without it, each trial draws a seed and records it). ``patience`` enables
     early stopping; ``artifacts`` (an Optuna artifact store) keeps the weights
-    of every COMPLETE trial; ``callbacks`` are added to the built-in ones.
+    of every COMPLETE trial; ``checkpoints`` (a directory) makes trials
+    resumable; ``callbacks`` are added to the built-in ones.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class Objective:
         seed: int | None = None,
         artifacts: optuna.artifacts.FileSystemArtifactStore | None = None,
         callbacks: Sequence[Callback] = (),
+        checkpoints: str | os.PathLike[str] | None = None,
     ) -> None:
         self.dataset = dataset
         self.space = space or SearchSpace()
@@ -68,6 +75,7 @@ class Objective:
         self.seed = seed
         self.artifacts = artifacts
         self.callbacks = list(callbacks)
+        self.checkpoints = checkpoints
         self.metric = metric_for(dataset.task)
 
     @property
@@ -88,10 +96,26 @@ class Objective:
             callbacks.append(EarlyStopping(patience=self.patience))
         recorder = _CurveRecorder(trial)
         trainer = Trainer(max_epochs=self.max_epochs, device=self.device, seed=seed)
+        all_callbacks = [*callbacks, *self.callbacks, recorder]
+        checkpoint, resume = None, None
+        if self.checkpoints is not None:
+            checkpoint = TrialCheckpoint(self.checkpoints, trial)
+            meta = {"hyperparams": hp.to_dict(), "seed": seed}
+            resume = checkpoint.resume(meta)
+            all_callbacks.append(checkpoint.callback(meta))  # last: saves what the others decided
         try:
-            result = trainer.fit(model, data, hp, callbacks=[*callbacks, *self.callbacks, recorder])
+            result = trainer.fit(model, data, hp, callbacks=all_callbacks, resume_from=resume)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("stop_reason", str(exc) or "pruned")
+            if checkpoint is not None:
+                checkpoint.remove()
+            raise
+        except KeyboardInterrupt:
+            mark_interrupted(trial)  # keep the checkpoint: the next run resumes from it
+            raise
+        except Exception:
+            if checkpoint is not None:
+                checkpoint.remove()
             raise
         _record(trial, result)
         if self.artifacts is not None:
@@ -105,6 +129,8 @@ class Objective:
                 target_scale=data.target_scale,
             )
             upload_model(self.artifacts, trial, payload)
+        if checkpoint is not None:
+            checkpoint.remove()
         return result.best_value
 
     def _trial_seed(self, trial: optuna.Trial) -> int:

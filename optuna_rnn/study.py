@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +24,16 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from optuna_rnn import shutdown
 from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload
 from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, ForecastSeries
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
+from optuna_rnn.recovery import checkpoints_dir, requeue_interrupted, retry_callback
 from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Trainer, metric_for
+from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
 
 DEFAULT_STORAGE = "sqlite:///optuna-rnn.db"
 STORAGE_ENV = "OPTUNA_RNN_STORAGE"
@@ -53,6 +57,22 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` with the passwords of any URLs in it, and ``url``'s password anywhere, as ``***``.
+
+    Drivers quote URLs, but some also echo the bare password; both are masked.
+    """
+    masked = mask_url(text)
+    match = re.search(r"://[^:/@]*:([^@/]+)@", url or "")
+    if match:
+        from urllib.parse import unquote
+
+        for secret in {match.group(1), unquote(match.group(1))}:
+            if len(secret) >= 3:
+                masked = masked.replace(secret, "***")
+    return masked
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or ``None`` for other storages."""
     if not url.startswith("sqlite:///"):
@@ -62,6 +82,33 @@ def sqlite_path(url: str) -> Path | None:
 
 def is_journal_path(url: str) -> bool:
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
+
+
+# A bare scheme means SQLAlchemy's default driver, which may not be the one installed
+# (SQLAlchemy 2.1 picks psycopg 3 for postgresql://, MySQLdb for mysql://).
+_DRIVERS = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "postgres": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "mysql": (("mysqldb", "MySQLdb"), ("pymysql", "pymysql")),
+}
+
+
+def with_installed_driver(url: str) -> str:
+    """``url`` with an explicit driver (``postgresql+psycopg2://``) when its scheme names none.
+
+    The first installed of the usual drivers is chosen; a URL that names its
+    driver is returned unchanged.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DRIVERS:
+        return url
+    for driver, module in _DRIVERS[scheme]:
+        if importlib.util.find_spec(module) is not None:
+            dialect = "postgresql" if scheme == "postgres" else scheme
+            return f"{dialect}+{driver}://{rest}"
+    return url
 
 
 def open_storage(
@@ -100,22 +147,21 @@ def open_storage(
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             engine_kwargs["connect_args"] = {"timeout": 60}
-        retry = None
-        if heartbeat_interval is not None:
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1, inherit_intermediate_values=True
+        with warnings.catch_warnings():  # heartbeat arguments are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                with_installed_driver(url),
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period if heartbeat_interval is not None else None,
+                heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
             )
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
     except UsageError:
         raise
     except Exception as exc:  # drivers raise many types; all mean "cannot open"
-        reason = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        reason = mask_secrets(
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url
+        )
         raise UsageError(f"cannot open storage {masked}: {reason}") from None
 
 
@@ -236,6 +282,11 @@ class StudySession:
     def artifacts_dir(self) -> str:
         return self.config.artifacts or default_artifacts_dir(self.storage_url)
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Where this study's per-epoch checkpoints go (see :mod:`optuna_rnn.recovery`)."""
+        return checkpoints_dir(self.artifacts_dir, self.study.study_name)
+
     def objective(self, *, device: str = "auto") -> Objective:
         return Objective(
             self.dataset,
@@ -245,6 +296,7 @@ class StudySession:
             device=device,
             seed=self.config.seed,
             artifacts=artifact_store(self.artifacts_dir),
+            checkpoints=self.checkpoints_dir,
         )
 
     def finished(self) -> int:
@@ -287,14 +339,18 @@ def open_session(
     given: dict[str, Any] | None = None,
     create: bool = False,
     heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
 ) -> StudySession:
     """Open (and with ``create``, create or resume) a study and its configuration.
 
     A new study is created only after its data loaded and validated, so bad
-    input never leaves an empty study behind.
+    input never leaves an empty study behind. ``heartbeat_interval`` and
+    ``grace_period`` (seconds) turn on the heartbeat and retry of RDB storages.
     """
     url = storage_url(storage)
-    backend = open_storage(url, must_exist=not create, heartbeat_interval=heartbeat_interval)
+    backend = open_storage(
+        url, must_exist=not create, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+    )
     recorded = recorded_config(backend, study_name)
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
@@ -340,13 +396,24 @@ def run_trials(
     """Run trials until the study holds ``n_trials`` finished ones (or ``timeout`` passes).
 
     ``n_trials`` is the study's total, shared by every worker: re-running an
-    interrupted command finishes the job rather than overshooting it.
+    interrupted command finishes the job rather than overshooting it, and
+    workers stop together at exactly ``n_trials`` (:class:`SharedTotal`).
+    Trials that an earlier run closed on SIGTERM/SIGINT are queued again first
+    and resume from their checkpoints. A signal during the run closes the
+    running trial as FAIL and raises :class:`KeyboardInterrupt` (see
+    :mod:`optuna_rnn.shutdown`).
     """
+    requeue_interrupted(session.study, session.checkpoints_dir)
+    total = SharedTotal(n_trials)
     remaining = n_trials - session.finished()
-    if remaining <= 0:
+    if remaining <= 0 or total.reached(session.study):
         return
-    objective = session.objective(device=device)
-    stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
+    guard = TrialGuard(session.study, session.objective(device=device), total)
+
+    def stop_when_asked(study: optuna.Study, trial: FrozenTrial) -> None:
+        if shutdown.stop_requested():
+            study.stop()
+
     bar = tqdm(
         total=n_trials,
         initial=session.finished(),
@@ -371,12 +438,28 @@ def run_trials(
             shown["best"] = trial.value
         bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
 
+    started = time.monotonic()
     try:
-        session.study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=timeout,
-            callbacks=[stop_at_total, show, *(callbacks or [])],
-        )
+        while remaining > 0:
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                break
+            try:
+                with shutdown.deferred():
+                    session.study.optimize(
+                        guard,
+                        n_trials=remaining,
+                        timeout=left,
+                        catch=(SurplusTrial,),
+                        callbacks=[total, stop_when_asked, show, *(callbacks or [])],
+                    )
+                break
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                if not guard.lost():
+                    raise
+                # This worker stalled past the grace period and its trial went to another one.
+                remaining = 0 if total.reached(session.study) else n_trials - session.finished()
     finally:
         bar.close()
+    if shutdown.stop_requested():
+        raise KeyboardInterrupt

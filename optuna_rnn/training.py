@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_rnn import shutdown
 from optuna_rnn.data import SequenceData, Split
 from optuna_rnn.space import Hyperparams
 
@@ -293,9 +294,10 @@ class Trainer:
             while state.epoch < self.max_epochs and state.stop_reason is None:
                 state.epoch += 1
                 t0 = time.perf_counter()
-                train_sum, norm_max = self._train_epoch(state, train, loss_fn, scaler)
-                val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
-                totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
+                with shutdown.interruptible():  # Ctrl-C/SIGTERM stop the epoch at once, not the callbacks
+                    train_sum, norm_max = self._train_epoch(state, train, loss_fn, scaler)
+                    val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
+                    totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
                 state.train_loss = totals[0] / len(train)
                 state.grad_norm = totals[1]
                 state.val_loss = totals[2] / len(valid)

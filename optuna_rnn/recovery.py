@@ -1,0 +1,170 @@
+"""Surviving crashes: heartbeat settings, per-trial checkpoints and re-running interrupted trials.
+
+Three ways a trial can stop before it finishes, and what brings it back:
+
+* **Its worker died** (SIGKILL, power loss, a lost machine). On RDB storages
+  every running trial sends a heartbeat; once it is older than the grace
+  period, the next worker to start a trial marks it FAIL and Optuna's
+  ``RetryHeartbeatStaleTrialCallback`` queues one retry with the same
+  parameters, user attrs and intermediate values (see ``open_storage``).
+* **It was interrupted** (SIGTERM, SIGINT, Ctrl-C). The trial is closed as FAIL
+  with ``stop_reason = "interrupted"``; the next ``run`` or ``worker`` start
+  queues it once more through the same callback (:func:`requeue_interrupted`).
+* In both cases the retry finds the dead trial's **checkpoint**: the file is
+  named by the ``checkpoint`` user attr, which the retry inherits, and it holds
+  the whole training state after the last finished epoch, so the retry goes on
+  from there with the same seed and data order. Checkpoints of finished
+  trials are deleted.
+
+A trial is retried once: a retry that dies or is interrupted again stays FAIL.
+Checkpoints live in ``<artifacts>/checkpoints/<study>/``; workers on several
+machines resume each other's trials only when that directory is shared
+(set ``--artifacts`` to a shared path when creating the study).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_rnn.callbacks import Checkpoint, load_checkpoint, remove_checkpoint
+from optuna_rnn.errors import UsageError
+
+HEARTBEAT_ENV = "OPTUNA_RNN_HEARTBEAT_INTERVAL"
+GRACE_ENV = "OPTUNA_RNN_HEARTBEAT_GRACE"
+DEFAULT_HEARTBEAT_INTERVAL = 10
+MAX_RETRY = 1
+INTERRUPTED = "interrupted"
+CHECKPOINT_ATTR = "checkpoint"
+RESUMED_ATTR = "resumed_from_epoch"
+CHECKPOINTS_DIRNAME = "checkpoints"
+
+
+def heartbeat_settings() -> tuple[int | None, int | None]:
+    """``(interval, grace period)`` in seconds for RDB storages.
+
+    10 s and 30 s unless ``$OPTUNA_RNN_HEARTBEAT_INTERVAL`` (``0`` turns the
+    heartbeat off) or ``$OPTUNA_RNN_HEARTBEAT_GRACE`` say otherwise. A dead
+    worker's trial is retried once the grace period has passed.
+    """
+    interval = _seconds(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_INTERVAL, allow_zero=True)
+    if interval == 0:
+        return None, None
+    return interval, _seconds(GRACE_ENV, 3 * interval, allow_zero=False)
+
+
+def _seconds(name: str, default: int, *, allow_zero: bool) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"${name} must be a whole number of seconds, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"${name} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+    return value
+
+
+def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry callback as optuna-rnn uses it: once, inheriting intermediate values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRY, inherit_intermediate_values=True
+        )
+
+
+def checkpoints_dir(artifacts_dir: str | os.PathLike[str], study_name: str) -> Path:
+    """``<artifacts>/checkpoints/<study>``; odd characters in the name are replaced."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    if safe != study_name:
+        safe += "-" + hashlib.sha1(study_name.encode()).hexdigest()[:8]
+    return Path(artifacts_dir) / CHECKPOINTS_DIRNAME / safe
+
+
+class TrialCheckpoint:
+    """The checkpoint file of one trial and of the retries that continue it.
+
+    The file is named by the trial's ``checkpoint`` user attr (``trial-<n>``
+    for a new trial). Retries inherit user attrs, so a retry of trial *n*
+    finds ``trial-<n>.pt`` whatever its own number. A retry records the epoch
+    it resumed after as ``resumed_from_epoch`` (0 when no usable checkpoint was
+    found and training restarted).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], trial: optuna.Trial) -> None:
+        key = trial.user_attrs.get(CHECKPOINT_ATTR)
+        self.inherited = isinstance(key, str)
+        if not isinstance(key, str):
+            key = f"trial-{trial.number}"
+            trial.set_user_attr(CHECKPOINT_ATTR, key)
+        self.trial = trial
+        self.path = Path(directory) / f"{key}.pt"
+
+    def resume(self, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """The saved training state to continue from, if this trial continues one."""
+        state = load_checkpoint(self.path, meta=meta) if self.inherited else None
+        if self.inherited:
+            self.trial.set_user_attr(RESUMED_ATTR, int(state["epoch"]) if state is not None else 0)
+        return state
+
+    def callback(self, meta: dict[str, Any]) -> Checkpoint:
+        """The trainer callback that saves this trial's state after every epoch."""
+        return Checkpoint(self.path, meta=meta)
+
+    def remove(self) -> None:
+        """Forget the checkpoint: the trial finished and will not be resumed."""
+        remove_checkpoint(self.path)
+
+
+def mark_interrupted(trial: optuna.Trial) -> None:
+    """Record that SIGTERM/SIGINT stopped ``trial``, so that the next run retries it; best effort."""
+    with contextlib.suppress(Exception):  # the storage may be what failed; the trial is FAIL anyway
+        trial.set_user_attr("stop_reason", INTERRUPTED)
+
+
+def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:
+    """Queue every trial closed by SIGTERM/SIGINT for one retry; returns their numbers.
+
+    The retry has the same parameters, user attrs (seed, checkpoint) and
+    intermediate values, exactly as a heartbeat retry. Workers that start
+    at the same moment claim each trial with an exclusive marker file in
+    ``directory`` so that it is queued only once.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    queued = []
+    for trial in trials:
+        if (
+            trial.state != TrialState.FAIL
+            or trial.user_attrs.get("stop_reason") != INTERRUPTED
+            or trial.number in retried
+            or len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRY
+            or not _claim(Path(directory), trial)
+        ):
+            continue
+        retry_callback()(study, copy.deepcopy(trial))
+        queued.append(trial.number)
+    return queued
+
+
+def _claim(directory: Path, trial: FrozenTrial) -> bool:
+    """Create ``requeued-<n>-<start>`` exclusively: only one process gets ``True``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    started = int(trial.datetime_start.timestamp()) if trial.datetime_start else 0
+    marker = directory / f"requeued-{trial.number}-{started}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

@@ -1,0 +1,114 @@
+"""Fast checks of the pieces that let several workers share a study and survive crashes."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from optuna_rnn.errors import UsageError
+from optuna_rnn.recovery import (
+    CHECKPOINT_ATTR,
+    GRACE_ENV,
+    HEARTBEAT_ENV,
+    INTERRUPTED,
+    checkpoints_dir,
+    heartbeat_settings,
+    requeue_interrupted,
+)
+from optuna_rnn.study import mask_secrets, with_installed_driver
+from optuna_rnn.workers import SharedTotal, SurplusTrial, gpus_per_worker, threads_per_worker
+
+
+def test_heartbeat_defaults_and_overrides(monkeypatch) -> None:
+    monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
+    monkeypatch.delenv(GRACE_ENV, raising=False)
+    assert heartbeat_settings() == (10, 30)
+    monkeypatch.setenv(HEARTBEAT_ENV, "2")
+    assert heartbeat_settings() == (2, 6)
+    monkeypatch.setenv(GRACE_ENV, "5")
+    assert heartbeat_settings() == (2, 5)
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
+    assert heartbeat_settings() == (None, None)
+    monkeypatch.setenv(HEARTBEAT_ENV, "soon")
+    with pytest.raises(UsageError, match="whole number of seconds"):
+        heartbeat_settings()
+
+
+def test_threads_never_oversubscribe_the_cores(monkeypatch) -> None:
+    monkeypatch.setattr("optuna_rnn.workers.available_cores", lambda: 8)
+    assert [threads_per_worker(n) for n in (1, 2, 3, 8, 20)] == [8, 4, 2, 1, 1]
+
+
+def test_each_worker_gets_its_own_gpu_when_several_are_visible(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert gpus_per_worker(3, "auto") == ["3", "5", "3"]
+    assert gpus_per_worker(2, "cpu") == [None, None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert gpus_per_worker(2, "cuda") == [None, None]  # one GPU: shared, as the parent sees it
+
+
+def test_urls_get_an_installed_driver_and_passwords_are_masked() -> None:
+    assert with_installed_driver("postgresql://u@h/db").startswith(
+        ("postgresql+psycopg", "postgresql+psycopg2")
+    )
+    assert with_installed_driver("mysql://root@127.0.0.1/test").startswith(("mysql+mysqldb", "mysql+pymysql"))
+    assert with_installed_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    url = "postgresql://alice:p%40ss-w0rd@db.example:5432/optuna"
+    text = f"could not connect to {url}; password p@ss-w0rd rejected"
+    masked = mask_secrets(text, url)
+    assert "p%40ss" not in masked and "p@ss" not in masked
+    assert "alice:***@db.example" in masked
+
+
+def test_checkpoint_directories_are_safe_and_distinct(tmp_path) -> None:
+    assert checkpoints_dir(tmp_path, "digits") == tmp_path / "checkpoints" / "digits"
+    odd = checkpoints_dir(tmp_path, "../x y")
+    assert odd.parent == tmp_path / "checkpoints" and ".." not in odd.name
+    assert checkpoints_dir(tmp_path, "a/b") != checkpoints_dir(tmp_path, "a_b")
+
+
+def _add(study: optuna.Study, state: TrialState, **user_attrs: object) -> None:
+    study.add_trial(
+        optuna.create_trial(
+            state=state,
+            params={"x": 0.5},
+            distributions={"x": FloatDistribution(0, 1)},
+            value=1.0 if state == TrialState.COMPLETE else None,
+            user_attrs=user_attrs,
+            intermediate_values={1: 0.1, 2: 0.2},
+        )
+    )
+
+
+def test_interrupted_trials_are_queued_once_with_their_seed_and_checkpoint(tmp_path) -> None:
+    study = optuna.create_study()
+    _add(study, TrialState.COMPLETE)
+    _add(study, TrialState.FAIL, stop_reason=INTERRUPTED, seed=7, **{CHECKPOINT_ATTR: "trial-1"})
+    _add(study, TrialState.FAIL, stop_reason="diverged")  # a real failure is not retried
+    assert requeue_interrupted(study, tmp_path) == [1]
+    assert requeue_interrupted(study, tmp_path) == []  # already queued
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
+    assert retry.user_attrs["seed"] == 7 and retry.user_attrs[CHECKPOINT_ATTR] == "trial-1"
+    assert retry.intermediate_values == {1: 0.1, 2: 0.2}
+    assert retry.system_attrs["failed_trial"] == 1
+    taken = study.ask()  # a worker takes the retry...
+    assert taken.number == retry.number
+    study.tell(taken, state=TrialState.FAIL)  # ...and is interrupted too (stop_reason is inherited)
+    assert requeue_interrupted(study, tmp_path) == []  # a trial is retried once, not twice
+
+
+def test_the_shared_total_counts_running_trials_and_refuses_surplus_ones() -> None:
+    study = optuna.create_study()
+    total = SharedTotal(3)
+    for _ in range(2):
+        _add(study, TrialState.COMPLETE)
+    running = study.ask()
+    assert total.reached(study)  # 2 finished + 1 running
+    surplus = study.ask()
+    with pytest.raises(SurplusTrial):
+        total.admit(study, surplus)
+    assert "surplus" in study.trials[surplus.number].user_attrs["stop_reason"]
+    total.admit(study, running)  # the trial that makes the total may run

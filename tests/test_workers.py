@@ -1,0 +1,320 @@
+"""Several workers on one study, against the real PostgreSQL, MySQL and Redis services.
+
+Each test uses a fresh study name and deletes its study afterwards. The
+heartbeat runs every second with a 4 s grace period, so that a dead worker's
+trial is retried within seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_rnn.callbacks import load_checkpoint
+from optuna_rnn.recovery import CHECKPOINT_ATTR, INTERRUPTED, RESUMED_ATTR, checkpoints_dir
+from optuna_rnn.study import open_storage
+from tests.conftest import cli_command, cli_env, require_service
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
+REDIS = "redis://127.0.0.1:6379/0"
+HEARTBEAT = {"OPTUNA_RNN_HEARTBEAT_INTERVAL": "1", "OPTUNA_RNN_HEARTBEAT_GRACE": "4"}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Full-length trials (no pruning, no early stopping) that are long enough to interrupt.
+LONG = ("--max-epochs", "8", "--patience", "8", "--pruner", "none", "--seed", "0", "-q")
+
+
+def postgres_up() -> bool:
+    import psycopg2
+
+    psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3).close()
+    return True
+
+
+def mysql_up() -> bool:
+    import pymysql
+
+    pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test", connect_timeout=3).close()
+    return True
+
+
+def redis_up() -> bool:
+    import redis
+
+    return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=3).ping())
+
+
+@pytest.fixture
+def new_study() -> Iterator[Callable[[str], str]]:
+    """``new_study(url)`` names a fresh study on ``url``; every such study is deleted afterwards."""
+    made: list[tuple[str, str]] = []
+
+    def make(url: str) -> str:
+        name = f"optuna-rnn-test-{uuid.uuid4().hex[:12]}"
+        made.append((url, name))
+        return name
+
+    yield make
+    for url, name in made:
+        with contextlib.suppress(Exception):
+            optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def trials_of(url: str, name: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def count(trials: list[FrozenTrial], *states: TrialState) -> int:
+    return sum(t.state in states for t in trials)
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=cwd,
+        env=cli_env(**HEARTBEAT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def running_with_checkpoint(
+    url: str, name: str, directory: Path, *, min_epoch: int, timeout: float = 120
+) -> tuple[FrozenTrial, Path]:
+    """Wait until a running trial has a checkpoint of at least ``min_epoch`` epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for trial in trials_of(url, name):
+            key = trial.user_attrs.get(CHECKPOINT_ATTR)
+            if trial.state != TrialState.RUNNING or key is None:
+                continue
+            path = directory / f"{key}.pt"
+            with contextlib.suppress(Exception):
+                saved = load_checkpoint(path)
+                if saved is not None and saved["epoch"] >= min_epoch:
+                    return trial, path
+        time.sleep(0.1)
+    raise AssertionError(f"no running trial reached a checkpoint of {min_epoch} epochs")
+
+
+def assert_total(trials: list[FrozenTrial], total: int) -> None:
+    assert count(trials, *FINISHED) == total
+    assert count(trials, TrialState.RUNNING, TrialState.WAITING) == 0
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+
+
+def test_three_workers_share_a_postgresql_study_and_stop_at_its_total(run_cli, tiny_space, new_study) -> None:
+    require_service("PostgreSQL", postgres_up)
+    name = new_study(POSTGRES)
+    out = run_cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--study",
+        name,
+        "--storage",
+        POSTGRES,
+        "--n-trials",
+        "12",
+        "--workers",
+        "3",
+        "--space",
+        str(tiny_space),
+        "--max-epochs",
+        "3",
+        "-q",
+        **HEARTBEAT,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    trials = trials_of(POSTGRES, name)
+    assert_total(trials, 12)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the trials did not spread over workers"
+
+
+def create(run_cli, url: str, name: str, space: Path) -> None:
+    """A study with one finished trial, created by `run` so that workers can join it."""
+    out = run_cli(
+        "run", "--dataset", "digits", "--study", name, "--storage", url, "--n-trials", "1",
+        "--space", str(space), *LONG, **HEARTBEAT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_killed_workers_trial_is_retried_by_another_from_its_checkpoint(
+    run_cli, tmp_path, tiny_space, new_study
+) -> None:
+    require_service("PostgreSQL", postgres_up)
+    name = new_study(POSTGRES)
+    create(run_cli, POSTGRES, name, tiny_space)
+    directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
+    worker = ("worker", "--study", name, "--storage", POSTGRES, "--n-trials", "5", "-q")
+
+    doomed = start(tmp_path, *worker)
+    try:
+        victim, path = running_with_checkpoint(POSTGRES, name, directory, min_epoch=2)
+    finally:
+        doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING until its heartbeat is stale
+        doomed.wait()
+    last_checkpoint = load_checkpoint(path)["epoch"]
+
+    code, err = finish(start(tmp_path, *worker))
+    assert code == 0, err
+    trials = trials_of(POSTGRES, name)
+    assert_total(trials, 5)
+    victim = trials[victim.number]
+    assert victim.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == victim.params and retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
+    # it trained from the epoch after the checkpoint, and its record covers the whole run
+    assert retry.user_attrs[RESUMED_ATTR] == last_checkpoint >= 2
+    assert sorted(retry.intermediate_values) == list(range(1, 9))
+    assert len(retry.user_attrs["curve"]["val_metric"]) == 8
+    assert not path.exists(), "a finished trial's checkpoint was left behind"
+
+
+def test_sigterm_closes_a_workers_trial_and_a_new_worker_resumes_it(
+    run_cli, tmp_path, tiny_space, new_study
+) -> None:
+    require_service("PostgreSQL", postgres_up)
+    name = new_study(POSTGRES)
+    create(run_cli, POSTGRES, name, tiny_space)
+    directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
+    worker = ("worker", "--study", name, "--storage", POSTGRES, "--n-trials", "4", "-q")
+
+    stopped = start(tmp_path, *worker)
+    victim, path = running_with_checkpoint(POSTGRES, name, directory, min_epoch=2)
+    sent = time.monotonic()
+    stopped.send_signal(signal.SIGTERM)
+    code, err = finish(stopped, timeout=30)
+    assert code == 0, err
+    assert time.monotonic() - sent < 10
+    assert "interrupted" in err and "Traceback" not in err
+    victim = trials_of(POSTGRES, name)[victim.number]
+    assert victim.state == TrialState.FAIL and victim.user_attrs["stop_reason"] == INTERRUPTED
+    kept = load_checkpoint(path)
+    assert kept is not None, "the interrupted trial's checkpoint is gone"
+
+    code, err = finish(start(tmp_path, *worker))
+    assert code == 0, err
+    trials = trials_of(POSTGRES, name)
+    assert_total(trials, 4)
+    assert count(trials, TrialState.FAIL) == 1
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs[RESUMED_ATTR] == kept["epoch"]
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("storage", ["journal", "redis"])
+def test_two_workers_finish_a_journal_study(run_cli, tmp_path, tiny_space, new_study, storage: str) -> None:
+    if storage == "redis":
+        require_service("Redis", redis_up)
+        url = REDIS
+    else:
+        url = str(tmp_path / "study.log")
+    name = new_study(url)
+    out = run_cli(
+        "run", "--dataset", "digits", "--study", name, "--storage", url, "--n-trials", "6",
+        "--workers", "2", "--space", str(tiny_space), "--max-epochs", "3", "-q",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trials = trials_of(url, name)
+    assert_total(trials, 6)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+
+
+def test_a_worker_joins_a_mysql_study_from_its_recorded_config(run_cli, tiny_space, new_study) -> None:
+    require_service("MySQL", mysql_up)
+    name = new_study(MYSQL)
+    create(run_cli, MYSQL, name, tiny_space)
+    out = run_cli("worker", "--study", name, "--n-trials", "3", "-q", OPTUNA_RNN_STORAGE=MYSQL)
+    assert out.returncode == 0, out.stderr
+    assert f"study '{name}' holds 3 finished trials" in out.stdout
+    assert_total(trials_of(MYSQL, name), 3)
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> None:
+    bad = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/db"
+    cases = [
+        ("run", "--dataset", "digits", "--storage", bad),
+        ("run", "--dataset", "digits", "--storage", bad, "--workers", "2"),
+        ("worker", "--study", "any", "--storage", bad),
+    ]
+    for args in cases:
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith(
+            "optuna-rnn: error: cannot open storage postgresql://alice:***@127.0.0.1:1/db"
+        )
+        assert len(out.stderr.strip().splitlines()) == 1 and "s3cr3t" not in out.stderr + out.stdout
+    out = run_cli("worker", "--study", "any", OPTUNA_RNN_STORAGE=bad)
+    assert out.returncode == 2 and "s3cr3t" not in out.stderr and "alice:***@" in out.stderr
+
+
+def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials(
+    run_cli, tmp_path, tiny_space
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", "digits")
+    parent = start(
+        tmp_path, "run", "--dataset", "digits", "--n-trials", "40", "--workers", "2",
+        "--space", str(tiny_space), "--max-epochs", "40", "--patience", "40", "--pruner", "none", "-q",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KeyError, Exception):
+                if count(trials_of(url, "digits"), *FINISHED) >= 2:
+                    break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("two sqlite workers did not finish two trials")
+        victim, path = running_with_checkpoint(url, "digits", directory, min_epoch=1)
+    except BaseException:
+        parent.kill()
+        raise
+    parent.send_signal(signal.SIGINT)
+    code, err = finish(parent, timeout=60)
+    assert code == 0, err
+    assert "interrupted" in err and "Traceback" not in err and "locked" not in err
+    trials = trials_of(url, "digits")
+    assert count(trials, TrialState.RUNNING) == 0
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert victim.number in {t.number for t in failed}
+    assert all(t.user_attrs.get("stop_reason") == INTERRUPTED for t in failed)
+    for pid in {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # every worker has exited
+
+    total = count(trials, *FINISHED) + 3
+    out = run_cli("run", "--study", "digits", "--n-trials", str(total), "--workers", "2", "-q", **HEARTBEAT)
+    assert out.returncode == 0, out.stderr
+    trials = trials_of(url, "digits")
+    assert_total(trials, total)
+    retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
+    assert set(retried) == {t.number for t in failed}  # each interrupted trial queued once
+    assert retried[victim.number].user_attrs[RESUMED_ATTR] >= 1
