@@ -113,6 +113,8 @@ class Objective:
         except KeyboardInterrupt:
             mark_interrupted(trial)  # keep the checkpoint: the next run resumes from it
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise  # another worker failed this trial (missed heartbeats); its retry owns the checkpoint
         except Exception:
             if checkpoint is not None:
                 checkpoint.remove()

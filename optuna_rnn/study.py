@@ -133,7 +133,9 @@ def open_storage(
         if url.startswith("redis://") or url.startswith("rediss://"):
             from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
-            storage: BaseStorage = JournalStorage(JournalRedisBackend(url))
+            with warnings.catch_warnings():  # "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage: BaseStorage = JournalStorage(JournalRedisBackend(url))
             storage.get_all_studies()
             return storage
         if is_journal_path(url):

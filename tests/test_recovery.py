@@ -18,7 +18,7 @@ from optuna_rnn.recovery import (
     requeue_interrupted,
 )
 from optuna_rnn.study import mask_secrets, with_installed_driver
-from optuna_rnn.workers import SharedTotal, SurplusTrial, gpus_per_worker, threads_per_worker
+from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard, gpus_per_worker, threads_per_worker
 
 
 def test_heartbeat_defaults_and_overrides(monkeypatch) -> None:
@@ -112,3 +112,27 @@ def test_the_shared_total_counts_running_trials_and_refuses_surplus_ones() -> No
         total.admit(study, surplus)
     assert "surplus" in study.trials[surplus.number].user_attrs["stop_reason"]
     total.admit(study, running)  # the trial that makes the total may run
+
+
+def test_a_trial_taken_over_by_another_worker_is_told_apart_from_a_failing_one() -> None:
+    study = optuna.create_study()
+
+    def stalled(trial: optuna.Trial) -> float:
+        # Meanwhile another worker found this trial's heartbeat stale and failed it.
+        study.tell(trial.number, state=TrialState.FAIL)
+        trial.report(0.5, 1)
+        return 0.5
+
+    guard = TrialGuard(study, stalled, SharedTotal(5))
+    with pytest.raises((ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+        study.optimize(guard, n_trials=1)
+    assert guard.lost()
+    assert study.trials[0].user_attrs["worker"] == guard.worker
+
+    def broken(trial: optuna.Trial) -> float:
+        raise ValueError("a bug")
+
+    guard = TrialGuard(study, broken, SharedTotal(5))
+    with pytest.raises(ValueError, match="a bug"):
+        study.optimize(guard, n_trials=1)
+    assert not guard.lost()
