@@ -412,8 +412,10 @@ def _check_classification(
     if X.shape[0] == 0 or X.shape[1] == 0 or X.shape[2] == 0:
         raise UsageError(f"{name}: {xn} is empty (shape {X.shape})")
     X = X.astype(np.float64)
-    if y.ndim != 1 or len(y) != len(X):
-        raise UsageError(f"{name}: {yn} has shape {y.shape} but {xn} has {len(X)} sequences")
+    if y.ndim != 1:
+        raise UsageError(f"{name}: {yn} must be 1-D, one label per sequence; got shape {y.shape}")
+    if len(y) != len(X):
+        raise UsageError(f"{name}: {yn} has {len(y)} labels but {xn} has {len(X)} sequences")
     if lengths is not None:
         lengths = np.asarray(lengths)
         if lengths.shape != (len(X),) or not np.issubdtype(lengths.dtype, np.integer):
@@ -428,12 +430,16 @@ def _check_classification(
                 f"found {lengths[bad]} at index {bad}"
             )
         valid = np.arange(X.shape[1])[None, :] < lengths[:, None]
-        if not np.isfinite(X[valid]).all():
-            raise UsageError(f"{name}: {xn} holds NaN or infinite values inside the sequences")
-        X = np.where(valid[:, :, None], X, 0.0)
+        X = np.where(valid[:, :, None], X, 0.0)  # padding may hold anything, NaN included
         lengths = lengths.astype(np.int64)
-    elif not np.isfinite(X).all():
-        raise UsageError(f"{name}: {xn} holds NaN or infinite values (give {ln} if they are padding)")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        seq, step, channel = (int(i[0]) for i in np.nonzero(bad))
+        hint = "" if lengths is not None else f"; give {ln} if it is padding"
+        raise UsageError(
+            f"{name}: {xn} holds a NaN or infinite value "
+            f"(sequence {seq}, step {step}, channel {channel}){hint}"
+        )
     return X, y, lengths
 
 

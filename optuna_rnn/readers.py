@@ -84,7 +84,7 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
         times = tuple(frame[str(time_col)].astype(str).to_numpy()[order])
     target = target if target is not None else value_cols[-1]
     covariates = [c for c in value_cols if c != target]
-    series = ForecastSeries(
+    return ForecastSeries(
         name=str(path),
         values=values,
         target=value_cols.index(target),
@@ -98,8 +98,6 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
             + ". Chronological 70/15/15 split; scaling fit on the training span only."
         ),
     )
-    series.require_window(1)
-    return series
 
 
 def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
