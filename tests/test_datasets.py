@@ -55,7 +55,7 @@ for name in sys.argv[1:]:
                     "first": int(t[0]),
                     "last": int(t[-1]),
                     "increasing": bool(np.all(np.diff(t) > 0)),
-                    "y_matches": bool(np.allclose(getattr(windowed, k).y[:, 0].numpy(), scaled[t], atol=1e-5)),
+                    "y_matches": bool(np.allclose(getattr(windowed, k).y[:, 0], scaled[t], atol=1e-5)),
                     "X_shape": list(getattr(windowed, k).X.shape),
                 }
                 for k, t in times.items()
