@@ -10,6 +10,8 @@ Two kinds of dataset feed the trainer:
   chronological (by the time of the predicted value); scaling is fit on the
   training span only; :meth:`ForecastSeries.windowed` cuts it into
   ``(window, channels) -> value at t + horizon`` samples for a sampled window length.
+* :func:`fill_gaps` fills a built-in series' missing values span by span, so
+  that no filled value borrows from a later split.
 
 The test split is never used for selection: it only scores the best trial.
 """
