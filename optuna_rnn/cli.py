@@ -121,13 +121,18 @@ def set_threads(workers: int = 1) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from optuna_rnn.datasets import dataset_table
+    import textwrap
+
+    from optuna_rnn.datasets import DATASETS, dataset_table
 
     rows = dataset_table()
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     print("  ".join(k.upper().ljust(w) for k, w in widths.items()))
     for row in rows:
         print("  ".join(row[k].ljust(w) for k, w in widths.items()))
+    print()
+    for dataset in DATASETS.values():  # how each is split, scaled and cleaned
+        print(textwrap.fill(f"{dataset.name}: {dataset.description}", 100, subsequent_indent="  "))
     return 0
 
 

@@ -198,15 +198,11 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
     longest = dataset.max_window
     window = space.window
     if isinstance(window, IntRange):
-        if window.low > longest:
-            raise UsageError(
-                f"{dataset.name}: the shortest window {window.low} is too long for "
-                f"{len(dataset.values)} rows; the longest usable is {max(longest, 0)}"
-            )
+        dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
         if window.high > longest:
             return space.replace(window=IntRange(window.low, longest, window.log, window.step))
-    elif isinstance(window, int) and window > longest:
-        dataset.windowed(window)  # raises the UsageError that names the problem
+    elif isinstance(window, int):
+        dataset.require_window(window)
     return space
 
 

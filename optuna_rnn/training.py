@@ -338,7 +338,13 @@ class Trainer:
         with torch.inference_mode():
             for xb, _, lb in iterate_batches(part, self.eval_batch_size, generator=None):
                 outs.append(model(xb, lb).float().cpu())
-        return torch.cat(outs)
+        out = torch.cat(outs)
+        if part.lengths is None:
+            return out
+        # variable-length batches come longest first: put each output back at its sequence
+        ordered = torch.empty_like(out)
+        ordered[torch.from_numpy(_longest_first(part.lengths.numpy()))] = out
+        return ordered
 
 
 def _finish_metric(total: float, n: int, data: SequenceData) -> float:
@@ -376,7 +382,7 @@ def iterate_batches(
         return
     lengths = split.lengths.numpy()
     if generator is None:
-        order = np.argsort(-lengths, kind="stable")
+        order = _longest_first(lengths)
         batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     else:
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
@@ -395,3 +401,8 @@ def iterate_batches(
         xb = split.X[index, :longest]
         lb = None if batch_lengths.min() == longest else torch.from_numpy(batch_lengths)
         yield xb, split.y[index], lb
+
+
+def _longest_first(lengths: np.ndarray) -> np.ndarray:
+    """The order in which unshuffled variable-length batches serve sequences: longest first."""
+    return np.argsort(-lengths, kind="stable")
