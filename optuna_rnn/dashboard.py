@@ -97,17 +97,21 @@ def study_note(study: optuna.Study, *, best_test: dict[str, Any] | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def config_sections(config: dict[str, Any], data: dict[str, Any]) -> list[str]:
-    """Markdown sections on the data, search space and settings a study recorded (none if it did not)."""
+def config_sections(config: dict[str, Any], data: dict[str, Any], *, level: int = 3) -> list[str]:
+    """Markdown sections (headings of ``level``) on the data, search space and settings a study recorded.
+
+    Nothing for a study that recorded none (not made by optuna-rnn).
+    """
     if not config:
         return []
+    h = "#" * level
     return [
         "",
-        "### Data",
+        f"{h} Data",
         "",
         *_data_lines(config, data),
         "",
-        "### Search space",
+        f"{h} Search space",
         "",
         "| parameter | searched over |",
         "| --- | --- |",
@@ -117,7 +121,7 @@ def config_sections(config: dict[str, Any], data: dict[str, Any]) -> list[str]:
             if name != "window" or data.get("task") == "forecasting"  # windows apply to forecasting only
         ),
         "",
-        "### Settings",
+        f"{h} Settings",
         "",
         *_settings_lines(config),
     ]
