@@ -134,7 +134,7 @@ def summary_markdown(
         lines += [f"The study is still running: {count[TrialState.RUNNING]} trials had no result yet.", ""]
     lines += _top_lines(study, names, best_test)
     config, data, _ = recorded(study)
-    lines += config_sections(config, data)
+    lines += config_sections(config, data, level=2)[1:]  # _top_lines ends with a blank line
     lines += ["", "## Plots", ""]
     for path in files:
         lines.append(
