@@ -20,12 +20,13 @@ the trial pages.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
@@ -41,6 +42,9 @@ from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.config import CONFIG_ATTR
 from optuna_rnn.errors import UsageError
 from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication
 
 CURVES_GRAPH = "learning-curves"
 EPOCHS_GRAPH = "epochs-by-state"
@@ -389,6 +393,14 @@ class StudyArtifactStore:
                 continue
         raise ArtifactNotFound(f"artifact {artifact_id} is in none of the studies' artifact directories")
 
+    def exists(self, artifact_id: str) -> bool:
+        """Whether the artifact's file is in one of the directories."""
+        try:
+            self.open_reader(artifact_id).close()
+        except (ArtifactNotFound, ValueError):  # ValueError: not a valid artifact id
+            return False
+        return True
+
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         self.primary.mkdir(parents=True, exist_ok=True)
         FileSystemArtifactStore(self.primary).write(artifact_id, content_body)
@@ -401,6 +413,30 @@ class StudyArtifactStore:
             except ArtifactNotFound:
                 continue
         raise ArtifactNotFound(f"artifact {artifact_id} is in none of the studies' artifact directories")
+
+
+MISSING_MODEL = (
+    b"This trial's model file is not in the artifact store: the study keeps only its best trials' "
+    b"weights (run --keep-top), or the artifact directory moved (optuna-rnn dashboard --artifacts DIR).\n"
+)
+_ARTIFACT_PATH = re.compile(r"/artifacts/\d+/(?:\d+/)?(?P<artifact_id>[0-9a-fA-F-]+)")
+
+
+def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) -> WSGIApplication:
+    """Wrap optuna-dashboard so that downloading a removed file answers 404 with a reason.
+
+    optuna-dashboard answers 500 (and logs a traceback) when an artifact's file
+    is gone, which ``--keep-top`` makes an ordinary state.
+    """
+
+    def app_404(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        match = _ARTIFACT_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match and environ.get("REQUEST_METHOD") == "GET" and not store.exists(match["artifact_id"]):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [MISSING_MODEL]
+        return app(environ, start_response)
+
+    return app_404
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -431,7 +467,8 @@ def serve(
     """
     from optuna_dashboard import wsgi
 
-    app = wsgi(storage, artifact_store=StudyArtifactStore(storage, artifacts))
+    store = StudyArtifactStore(storage, artifacts)
+    app = missing_artifacts_as_404(wsgi(storage, artifact_store=store), store)
     try:
         server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     except OSError as exc:
