@@ -9,7 +9,7 @@ The pieces compose into your own Optuna objective::
 or run as a whole with :class:`Objective` and the ``optuna-rnn`` command.
 """
 
-from optuna_rnn.artifacts import load_model_file
+from optuna_rnn.artifacts import KeepTopModels, load_best_model, load_model_file
 from optuna_rnn.callbacks import Diverged, DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.config import StudyConfig
 from optuna_rnn.data import ForecastSeries, SequenceData, Split
@@ -34,6 +34,7 @@ __all__ = [
     "ForecastSeries",
     "Hyperparams",
     "IntRange",
+    "KeepTopModels",
     "Objective",
     "PruningCallback",
     "RecurrentNet",
@@ -45,6 +46,7 @@ __all__ = [
     "Trainer",
     "UsageError",
     "build_model",
+    "load_best_model",
     "load_dataset",
     "load_model_file",
 ]

@@ -367,12 +367,20 @@ def run_trials(
             shown["best"] = trial.value
         bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
 
+    # Dashboard content and the bounded model store (imported here: dashboard imports this module).
+    from optuna_rnn.artifacts import KeepTopModels
+    from optuna_rnn.dashboard import StudyDashboard
+
+    keep = session.config.keep_top
+    trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []
+    dashboard = StudyDashboard(session)
     try:
         session.study.optimize(
             objective,
             n_trials=remaining,
             timeout=timeout,
-            callbacks=[stop_at_total, show, *(callbacks or [])],
+            callbacks=[stop_at_total, show, *trim, dashboard, *(callbacks or [])],
         )
     finally:
         bar.close()
+    dashboard.update()
