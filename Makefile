@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 N_TRIALS ?= 30
 
-.PHONY: install run test lint check clean
+.PHONY: install run test lint check clean chromium
 
 install: $(VENV)/.installed
 
@@ -19,8 +19,15 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python studies/digits.py --n-trials $(N_TRIALS)
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium (Debian package) for the dashboard's browser test. Installed when missing and we
+# are root (as in CI on a fresh machine); otherwise the test is skipped (or fails in CI).
+chromium:
+	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	@test -x /usr/bin/chromium || echo "note: /usr/bin/chromium missing; the browser test will be skipped"
 
 lint: install
 	$(BIN)/ruff check .

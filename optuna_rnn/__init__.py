@@ -9,7 +9,7 @@ The pieces compose into your own Optuna objective::
 or run as a whole with :class:`Objective` and the ``optuna-rnn`` command.
 """
 
-from optuna_rnn.artifacts import load_model_file
+from optuna_rnn.artifacts import KeepTopModels, load_best_model, load_model_file
 from optuna_rnn.callbacks import (
     Checkpoint,
     Diverged,
@@ -42,6 +42,7 @@ __all__ = [
     "ForecastSeries",
     "Hyperparams",
     "IntRange",
+    "KeepTopModels",
     "Objective",
     "PruningCallback",
     "RecurrentNet",
@@ -53,6 +54,7 @@ __all__ = [
     "Trainer",
     "UsageError",
     "build_model",
+    "load_best_model",
     "load_checkpoint",
     "load_dataset",
     "load_model_file",

@@ -4,10 +4,14 @@ A model file is a plain ``dict`` of tensors, strings and numbers (the state
 dict plus what rebuilds the network), saved with ``torch.save`` and read back
 with ``torch.load(..., weights_only=True)``: loading never unpickles
 arbitrary objects.
+
+:class:`KeepTopModels` bounds the store to the best ``k`` trials' weights, and
+:func:`load_best_model` turns a study name into a ready ``nn.Module``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,8 +20,11 @@ from typing import Any
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from optuna_rnn.errors import UsageError
 from optuna_rnn.models import RecurrentNet, build_model
 from optuna_rnn.space import Hyperparams
 
@@ -83,9 +90,77 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
         path = Path(tmp) / MODEL_FILE
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        except FileNotFoundError:
+        except (FileNotFoundError, ArtifactNotFound):
             raise LookupError(
                 f"the model of trial {trial.number} is missing from the artifact store"
             ) from None
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return payload
+
+
+def load_best_model(
+    study_name: str, *, storage: str | None = None, artifacts: str | os.PathLike[str] | None = None
+) -> RecurrentNet:
+    """The best trial's trained network of ``study_name``, ready to predict (eval mode, CPU).
+
+    ``storage`` defaults as on the command line (``$OPTUNA_RNN_STORAGE``, then
+    ``sqlite:///optuna-rnn.db``); ``artifacts`` defaults to the directory the
+    study recorded. Only the weights file is read (``weights_only=True``); the
+    dataset is not loaded. A missing study raises :class:`UsageError`, a study
+    without a saved best model :class:`LookupError`.
+    """
+    from optuna_rnn.study import default_artifacts_dir, open_storage, recorded_config, storage_url
+
+    url = storage_url(storage)
+    backend = open_storage(url, must_exist=True)
+    config = recorded_config(backend, study_name)
+    if config is None:
+        raise UsageError(f"no study named {study_name!r}")
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise LookupError(f"study {study_name!r} has no complete trial yet")
+    directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
+    return model_from_payload(download_model_payload(artifact_store(directory), study.best_trial))
+
+
+class KeepTopModels:
+    """Study callback that keeps the model files of the best ``k`` COMPLETE trials only.
+
+    After each finished trial, the weights of COMPLETE trials ranked below the
+    top ``k`` are removed from the artifact store, so the store stays bounded
+    however long the study runs. A trial that falls out of the top ``k`` never
+    comes back (the set of better trials only grows), so parallel workers
+    trimming the same store never remove a file another worker still needs.
+    The trial's artifact entry stays in the storage (Optuna forbids changing a
+    finished trial); downloading it reports the file as missing.
+    """
+
+    def __init__(self, store: FileSystemArtifactStore, k: int) -> None:
+        if k < 1:
+            raise UsageError(f"--keep-top must be >= 1, got {k}")
+        self.store = store
+        self.k = k
+        self._removed: set[str] = set()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE:
+            return
+        for dropped in ranked_complete(study)[self.k :]:
+            artifact_id = dropped.user_attrs.get(ARTIFACT_ATTR)
+            if not isinstance(artifact_id, str) or artifact_id in self._removed:
+                continue
+            with contextlib.suppress(ArtifactNotFound):  # another worker removed it first
+                self.store.remove(artifact_id)
+            self._removed.add(artifact_id)
+
+
+def ranked_complete(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials, best first (ties: earlier trial first)."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    scored = [
+        (sign * t.value, t.number, t)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    return [t for _, _, t in sorted(scored, key=lambda s: (s[0], s[1]))]

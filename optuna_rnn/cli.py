@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="makes a single-worker study repeatable")
     run.add_argument("--space", metavar="FILE", help="TOML file fixing or narrowing parameters")
     run.add_argument("--artifacts", metavar="DIR", help="where trained weights and checkpoints go")
+    run.add_argument("--keep-top", type=int, metavar="K", help="keep only the best K trials' weights")
     run.add_argument("--workers", type=int, default=1, help="local worker processes on the study (default 1)")
     _device_arg(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -76,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--study", required=True)
     _storage_arg(best)
     best.add_argument("--export", metavar="PATH", help="also write the best model to PATH")
+
+    dashboard = commands.add_parser("dashboard", help="open the studies in optuna-dashboard")
+    _storage_arg(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    dashboard.add_argument(
+        "--artifacts", metavar="DIR", help="artifact directory to search first (default: beside the database)"
+    )
+
+    report = commands.add_parser("report", help="write HTML plots and summary.md of a study")
+    report.add_argument("--study", required=True)
+    _storage_arg(report)
+    report.add_argument("--out", required=True, metavar="DIR", help="directory to write the report to")
     return parser
 
 
@@ -117,7 +131,7 @@ def given_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--target and --horizon need --data")
     if args.space is not None:
         given["space"] = SearchSpace.from_toml(args.space)
-    for option in ("sampler", "pruner", "max_epochs", "patience", "seed"):
+    for option in ("sampler", "pruner", "max_epochs", "patience", "seed", "keep_top"):
         if getattr(args, option) is not None:
             given[option] = getattr(args, option)
     if args.artifacts is not None:
@@ -137,13 +151,18 @@ def set_threads(workers: int = 1, *, threads: int | None = None) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from optuna_rnn.datasets import dataset_table
+    import textwrap
+
+    from optuna_rnn.datasets import DATASETS, dataset_table
 
     rows = dataset_table()
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     print("  ".join(k.upper().ljust(w) for k, w in widths.items()))
     for row in rows:
         print("  ".join(row[k].ljust(w) for k, w in widths.items()))
+    print()
+    for dataset in DATASETS.values():  # how each is split, scaled and cleaned
+        print(textwrap.fill(f"{dataset.name}: {dataset.description}", 100, subsequent_indent="  "))
     return 0
 
 
@@ -194,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     _print_summary(session, time.perf_counter() - started)
     url = mask_url(session.storage_url)
-    print(f"\nSee it in optuna-dashboard:  optuna-dashboard {url}")
+    print(f"\nSee it in optuna-dashboard:  optuna-rnn dashboard --storage {url}")
     print(f"Best model as JSON:          optuna-rnn best --study {name} --storage {url}")
     return code
 
@@ -273,7 +292,47 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"datasets": cmd_datasets, "run": cmd_run, "worker": cmd_worker, "best": cmd_best}
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_rnn.dashboard import serve
+    from optuna_rnn.study import default_artifacts_dir, mask_url, open_storage, storage_url
+
+    url = storage_url(args.storage)
+    storage = open_storage(url, must_exist=True)  # never creates an empty database
+    artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
+
+    def ready(address: str) -> None:
+        print(f"optuna-dashboard for {mask_url(url)} at {address}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve(storage, artifacts=artifacts, host=args.host, port=args.port, on_ready=ready)
+    except KeyboardInterrupt:
+        print("optuna-dashboard stopped.", flush=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from optuna_rnn.report import write_report
+    from optuna_rnn.study import open_session
+
+    session = open_session(args.study, storage=args.storage)
+    try:
+        test = session.best_test()
+    except LookupError:  # the best model's file is gone: report without its test metric
+        test = None
+    written = write_report(session.study, args.out, best_test=test)
+    for path in written:
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "datasets": cmd_datasets,
+    "run": cmd_run,
+    "worker": cmd_worker,
+    "best": cmd_best,
+    "dashboard": cmd_dashboard,
+    "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

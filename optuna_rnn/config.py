@@ -34,6 +34,7 @@ class StudyConfig:
     pruner: str = "median"
     seed: int | None = None
     artifacts: str | None = None
+    keep_top: int | None = None  # keep only the best k trials' weights; None keeps all
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -44,6 +45,8 @@ class StudyConfig:
             raise UsageError(f"--max-epochs must be >= 1, got {self.max_epochs}")
         if self.patience is not None and self.patience < 1:
             raise UsageError(f"--patience must be >= 1, got {self.patience}")
+        if self.keep_top is not None and self.keep_top < 1:
+            raise UsageError(f"--keep-top must be >= 1, got {self.keep_top}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, as recorded on the study."""

@@ -10,6 +10,8 @@ Two kinds of dataset feed the trainer:
   chronological (by the time of the predicted value); scaling is fit on the
   training span only; :meth:`ForecastSeries.windowed` cuts it into
   ``(window, channels) -> value at t + horizon`` samples for a sampled window length.
+* :func:`fill_gaps` fills a built-in series' missing values span by span, so
+  that no filled value borrows from a later split.
 
 The test split is never used for selection: it only scores the best trial.
 """
@@ -69,7 +71,11 @@ class SequenceData:
         return self
 
     def summary(self) -> dict[str, Any]:
-        """What a study records about its data: task, shapes and split sizes."""
+        """What a study records about its data: task, shapes, split sizes and class names.
+
+        ``classes[i]`` is the label (as a string) that class index ``i`` stands
+        for: the mapping from the user's labels to the model's outputs.
+        """
         return {
             "name": self.name,
             "task": self.task,
@@ -101,27 +107,43 @@ class SequenceData:
         """Classification data from arrays, split stratified and standardised on train.
 
         ``X`` is (n, length, channels) or (n, length); ``y`` holds integer or
-        string labels. Without ``X_test``, a stratified ``test_fraction`` is held
-        out; ``valid_fraction`` of the rest validates. The split is fixed by
+        string labels, mapped to class indices in sorted order (numeric order
+        for integers) and named by ``classes``, which the study records. Without
+        ``X_test``, a stratified ``test_fraction`` is held out; with it (and
+        ``lengths_test`` when ``X`` is padded) that is the test split, and every
+        ``y_test`` label must occur in ``y``. Validation takes a stratified
+        ``valid_fraction / (1 - test_fraction)`` of the remaining sequences, so
+        train : valid is 70 : 15 by default either way. The split is fixed by
         ``seed`` (not by the study's seed) so every worker sees the same split.
+        Bad arrays raise :class:`UsageError` naming ``name`` and the array.
         """
         X, y, lengths = _check_classification(X, y, lengths, name)
-        labels = y if y_test is None else np.concatenate([y, np.asarray(y_test)])
-        classes, _ = np.unique(labels.astype(str), return_inverse=True)
-        index = {c: i for i, c in enumerate(classes)}
+        if X_test is None and (y_test is not None or lengths_test is not None):
+            raise UsageError(f"{name}: y_test or lengths_test given without X_test")
+        if X_test is not None and y_test is None:
+            raise UsageError(f"{name}: X_test given without y_test")
+        if X_test is not None and lengths is not None and lengths_test is None:
+            raise UsageError(f"{name}: X is padded (lengths given) but lengths_test is missing for X_test")
+        classes, codes = _encode_labels(y, name, "y")
         if len(classes) < 2:
             raise UsageError(f"{name}: y has a single class ({classes[0]}); need at least two")
-        codes = np.array([index[str(v)] for v in y], dtype=np.int64)
         idx = np.arange(len(codes))
         if X_test is None:
             idx, test_idx = _stratified(idx, codes, test_fraction, seed, name, "test")
             Xt, yt, lt = X[test_idx], codes[test_idx], _take(lengths, test_idx)
         else:
-            Xt, yt_raw, lt = _check_classification(X_test, np.asarray(y_test), lengths_test, name)
-            yt = np.array([index[str(v)] for v in yt_raw], dtype=np.int64)
+            Xt, yt_raw, lt = _check_classification(
+                X_test, np.asarray(y_test), lengths_test, name, arrays=("X_test", "y_test", "lengths_test")
+            )
+            if Xt.shape[2] != X.shape[2]:
+                raise UsageError(f"{name}: X_test has {Xt.shape[2]} channels but X has {X.shape[2]}")
+            yt = _codes_for(yt_raw, classes, name)
+            Xt, lt, X, lengths = _same_length(Xt, lt, X, lengths)
         train_idx, valid_idx = _stratified(
             idx, codes[idx], valid_fraction / (1 - test_fraction), seed, name, "valid"
         )
+        if len(np.unique(codes[train_idx])) < 2:
+            raise UsageError(f"{name}: the training split of y holds a single class; give more sequences")
         mean, std = _channel_stats(X[train_idx], _take(lengths, train_idx))
 
         def split(Xs: np.ndarray, ys: np.ndarray, ls: np.ndarray | None) -> Split:
@@ -142,9 +164,49 @@ class SequenceData:
             test=split(Xt, yt, lt),
             input_size=int(X.shape[2]),
             output_size=len(classes),
-            classes=tuple(str(c) for c in classes),
+            classes=classes,
             description=description,
         )
+
+
+def chronological_bounds(
+    rows: int, *, valid_fraction: float = 0.15, test_fraction: float = 0.15
+) -> tuple[int, int]:
+    """Where the valid and the test span start in a series of ``rows`` steps.
+
+    Rows ``[0, a)`` are the training span, ``[a, b)`` validation and ``[b, rows)`` test.
+    """
+    n_valid = int(round(rows * valid_fraction))
+    n_test = int(round(rows * test_fraction))
+    return rows - n_valid - n_test, rows - n_test
+
+
+def fill_gaps(values: np.ndarray, bounds: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """Fill NaNs by linear interpolation inside each chronological span on its own.
+
+    ``bounds`` are the starts of the valid and test spans
+    (:func:`chronological_bounds`). A gap is bridged between the observed
+    values either side of it *within its span*; a gap at a span's edge takes the
+    span's nearest observed value. So a filled training value never depends on
+    validation or test data, nor a filled validation value on test data.
+    Returns the filled copy and how many values were missing.
+    """
+    values = np.array(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    missing = int(np.isnan(values).sum())
+    edges = (0, *bounds, len(values))
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        for c in range(values.shape[1]):
+            span = values[lo:hi, c]
+            observed = np.flatnonzero(~np.isnan(span))
+            if len(observed) == len(span):
+                continue
+            if len(observed) == 0:
+                raise UsageError(f"rows {lo}..{hi - 1} of column {c} are all missing; nothing to fill from")
+            gaps = np.flatnonzero(np.isnan(span))
+            span[gaps] = np.interp(gaps, observed, span[observed])
+    return values, missing
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,10 +214,11 @@ class ForecastSeries:
     """A multivariate time series to forecast ``horizon`` steps ahead.
 
     ``values`` is (time, channels) in original units; ``target`` indexes the
-    predicted column, the others are covariates. Samples are assigned to
-    train / valid / test by the time of their target, chronologically, so no
-    target of a later split is ever seen in training; inputs may reach back
-    into the previous span as context.
+    predicted column, the others are covariates; ``times`` optionally labels
+    each row (recorded as the first and last time of each split). Samples are
+    assigned to train / valid / test by the time of their target,
+    chronologically, so no target of a later split is ever seen in training;
+    inputs may reach back into the previous span as context.
     """
 
     name: str
@@ -166,6 +229,7 @@ class ForecastSeries:
     test_fraction: float = 0.15
     columns: tuple[str, ...] = ()
     description: str = ""
+    times: tuple[str, ...] = ()
     min_train_windows: int = 16
     task: Task = field(default="forecasting", init=False)
     _cache: dict[int, SequenceData] = field(default_factory=dict, init=False, repr=False)
@@ -176,32 +240,49 @@ class ForecastSeries:
         values = np.asarray(self.values, dtype=np.float64)
         if values.ndim == 1:
             values = values[:, None]
-        if values.ndim != 2 or values.shape[0] < 4:
+        if values.ndim != 2 or values.shape[0] < 4 or values.shape[1] < 1:
             raise UsageError(f"{self.name}: need a (time, channels) series with at least 4 rows")
-        if not np.isfinite(values).all():
-            raise UsageError(f"{self.name}: the series holds NaN or infinite values")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            column = self.columns[col] if self.columns else str(col)
+            raise UsageError(f"{self.name}: column {column!r} holds NaN or infinite values (row {row})")
         if self.horizon < 1:
             raise UsageError(f"{self.name}: horizon must be >= 1, got {self.horizon}")
+        if self.times and len(self.times) != len(values):
+            raise ValueError(f"{self.name}: {len(self.times)} times for {len(values)} rows")
+        if not -values.shape[1] <= self.target < values.shape[1]:
+            raise ValueError(f"{self.name}: target column {self.target} out of range")
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "target", self.target % values.shape[1])
         if self.n_valid < 1 or self.n_test < 1:
-            raise UsageError(f"{self.name}: {len(values)} rows leave an empty valid or test split")
+            raise UsageError(
+                f"{self.name}: {len(values)} rows leave an empty validation or test split "
+                f"({self.valid_fraction:.0%} and {self.test_fraction:.0%} of the rows)"
+            )
         stats = values[: self.n_train]
         std = stats.std(axis=0)
         object.__setattr__(self, "_mean", stats.mean(axis=0))
         object.__setattr__(self, "_std", np.where(std > 0, std, 1.0))
 
     @property
+    def bounds(self) -> tuple[int, int]:
+        """Start rows of the valid and test spans."""
+        return chronological_bounds(
+            len(self.values), valid_fraction=self.valid_fraction, test_fraction=self.test_fraction
+        )
+
+    @property
     def n_train(self) -> int:
-        return len(self.values) - self.n_valid - self.n_test
+        return self.bounds[0]
 
     @property
     def n_valid(self) -> int:
-        return int(round(len(self.values) * self.valid_fraction))
+        return self.bounds[1] - self.bounds[0]
 
     @property
     def n_test(self) -> int:
-        return int(round(len(self.values) * self.test_fraction))
+        return len(self.values) - self.bounds[1]
 
     @property
     def max_window(self) -> int:
@@ -212,37 +293,59 @@ class ForecastSeries:
     def input_size(self) -> int:
         return int(self.values.shape[1])
 
+    def require_window(self, window: int) -> None:
+        """Raise :class:`UsageError` unless a ``window``-step input fits this series and horizon."""
+        if window < 1:
+            raise UsageError(f"{self.name}: window must be >= 1, got {window}")
+        if window > self.max_window:
+            needed = window + self.horizon - 1 + self.min_train_windows
+            raise UsageError(
+                f"{self.name}: {len(self.values)} rows are too few for window {window} and "
+                f"horizon {self.horizon}: the training span needs {needed} rows for "
+                f"{self.min_train_windows} samples but has {self.n_train}; the longest usable "
+                f"window is {max(self.max_window, 0)}"
+            )
+
     def windowed(self, window: int | None) -> SequenceData:
         """Samples of ``window`` steps predicting the target ``horizon`` steps after the last."""
         if window is None:
             raise ValueError("forecasting needs a window length")
-        if window < 1 or window > self.max_window:
-            raise UsageError(
-                f"{self.name}: window {window} is too long for {len(self.values)} rows "
-                f"(horizon {self.horizon}); the longest usable is {max(self.max_window, 0)}"
-            )
+        self.require_window(window)
         if window not in self._cache:
             self._cache[window] = self._make_windows(window)
         return self._cache[window]
 
+    def target_times(self, window: int) -> dict[str, np.ndarray]:
+        """Row of each sample's target, per split, in the order :meth:`windowed` holds them.
+
+        Sample ``i`` reads rows ``t - horizon - window + 1 .. t - horizon`` and
+        predicts row ``t``; it belongs to the split whose span holds ``t``.
+        """
+        target_time = np.arange(window - 1 + self.horizon, len(self.values))
+        a, b = self.bounds
+        return {
+            "train": target_time[target_time < a],
+            "valid": target_time[(target_time >= a) & (target_time < b)],
+            "test": target_time[target_time >= b],
+        }
+
     def _make_windows(self, window: int) -> SequenceData:
         scaled = ((self.values - self._mean) / self._std).astype(np.float32)
-        starts = np.arange(len(scaled) - window - self.horizon + 1)
-        target_time = starts + window - 1 + self.horizon
-        X = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0)[starts]
-        X = np.ascontiguousarray(X.transpose(0, 2, 1))
-        y = scaled[target_time, self.target][:, None]
-        bounds = (self.n_train, self.n_train + self.n_valid)
+        views = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0)  # (start, ch, window)
 
-        def split(mask: np.ndarray) -> Split:
-            return Split(torch.from_numpy(X[mask]), torch.from_numpy(y[mask]))
+        def split(times: np.ndarray) -> Split:
+            starts = times - self.horizon - window + 1
+            X = np.ascontiguousarray(views[starts].transpose(0, 2, 1))
+            y = np.ascontiguousarray(scaled[times, self.target][:, None])
+            return Split(torch.from_numpy(X), torch.from_numpy(y))
 
+        times = self.target_times(window)
         return SequenceData(
             name=self.name,
             task="forecasting",
-            train=split(target_time < bounds[0]),
-            valid=split((target_time >= bounds[0]) & (target_time < bounds[1])),
-            test=split(target_time >= bounds[1]),
+            train=split(times["train"]),
+            valid=split(times["valid"]),
+            test=split(times["test"]),
             input_size=self.input_size,
             output_size=1,
             target_scale=float(self._std[self.target]),
@@ -250,8 +353,8 @@ class ForecastSeries:
         )
 
     def summary(self) -> dict[str, Any]:
-        """What a study records about its data: columns, horizon and split sizes (in rows)."""
-        return {
+        """What a study records about its data: columns, horizon, split sizes (rows) and spans."""
+        out: dict[str, Any] = {
             "name": self.name,
             "task": "forecasting",
             "input_size": self.input_size,
@@ -263,6 +366,11 @@ class ForecastSeries:
             "splits": {"train": self.n_train, "valid": self.n_valid, "test": self.n_test},
             "description": self.description,
         }
+        if self.times:
+            a, b = self.bounds
+            spans = {"train": (0, a), "valid": (a, b), "test": (b, len(self.values))}
+            out["split_times"] = {k: [self.times[lo], self.times[hi - 1]] for k, (lo, hi) in spans.items()}
+        return out
 
 
 Dataset = SequenceData | ForecastSeries
@@ -286,35 +394,103 @@ def _stratified(
 
 
 def _check_classification(
-    X: np.ndarray, y: np.ndarray, lengths: np.ndarray | None, name: str
+    X: np.ndarray,
+    y: np.ndarray,
+    lengths: np.ndarray | None,
+    name: str,
+    *,
+    arrays: tuple[str, str, str] = ("X", "y", "lengths"),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate one set of arrays; ``arrays`` names them in messages (``X_test``...)."""
+    xn, yn, ln = arrays
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim == 2:
         X = X[:, :, None]
     if X.ndim != 3:
-        raise UsageError(f"{name}: X must be (n, length, channels) or (n, length), got {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise UsageError(f"{name}: X must be numeric, got dtype {X.dtype}")
+        raise UsageError(f"{name}: {xn} must be (n, length, channels) or (n, length), got shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+        raise UsageError(f"{name}: {xn} must be numeric, got dtype {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0 or X.shape[2] == 0:
+        raise UsageError(f"{name}: {xn} is empty (shape {X.shape})")
     X = X.astype(np.float64)
-    if y.ndim != 1 or len(y) != len(X):
-        raise UsageError(f"{name}: y has shape {y.shape} but X has {len(X)} sequences")
+    if y.ndim != 1:
+        raise UsageError(f"{name}: {yn} must be 1-D, one label per sequence; got shape {y.shape}")
+    if len(y) != len(X):
+        raise UsageError(f"{name}: {yn} has {len(y)} labels but {xn} has {len(X)} sequences")
     if lengths is not None:
         lengths = np.asarray(lengths)
         if lengths.shape != (len(X),) or not np.issubdtype(lengths.dtype, np.integer):
-            raise UsageError(f"{name}: lengths must be {len(X)} integers, got {lengths.shape}")
-        if lengths.min() < 1 or lengths.max() > X.shape[1]:
             raise UsageError(
-                f"{name}: lengths must lie in [1, {X.shape[1]}], found {lengths.min()}..{lengths.max()}"
+                f"{name}: {ln} must be {len(X)} integers (one per sequence of {xn}), "
+                f"got shape {lengths.shape} dtype {lengths.dtype}"
+            )
+        if lengths.min() < 1 or lengths.max() > X.shape[1]:
+            bad = int(np.flatnonzero((lengths < 1) | (lengths > X.shape[1]))[0])
+            raise UsageError(
+                f"{name}: {ln} must lie in [1, {X.shape[1]}] (the padded length of {xn}), "
+                f"found {lengths[bad]} at index {bad}"
             )
         valid = np.arange(X.shape[1])[None, :] < lengths[:, None]
-        if not np.isfinite(X[valid]).all():
-            raise UsageError(f"{name}: X holds NaN or infinite values inside the sequences")
-        X = np.where(valid[:, :, None], X, 0.0)
+        X = np.where(valid[:, :, None], X, 0.0)  # padding may hold anything, NaN included
         lengths = lengths.astype(np.int64)
-    elif not np.isfinite(X).all():
-        raise UsageError(f"{name}: X holds NaN or infinite values")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        seq, step, channel = (int(i[0]) for i in np.nonzero(bad))
+        hint = "" if lengths is not None else f"; give {ln} if it is padding"
+        raise UsageError(
+            f"{name}: {xn} holds a NaN or infinite value "
+            f"(sequence {seq}, step {step}, channel {channel}){hint}"
+        )
     return X, y, lengths
+
+
+def _encode_labels(y: np.ndarray, name: str, array: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Class names (sorted; numeric order for integer labels) and each label's class index."""
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            raise UsageError(f"{name}: {array} holds non-integer numbers; labels must be integers or strings")
+        y = y.astype(np.int64)
+    if not any(np.issubdtype(y.dtype, kind) for kind in (np.integer, np.bool_, np.str_)):
+        raise UsageError(f"{name}: {array} must hold integer or string labels, got dtype {y.dtype}")
+    values, codes = np.unique(y, return_inverse=True)
+    return tuple(str(v) for v in values), codes.astype(np.int64)
+
+
+def _codes_for(y: np.ndarray, classes: tuple[str, ...], name: str) -> np.ndarray:
+    """Class indices of ``y_test`` labels, which must all occur among the training labels."""
+    test_classes, test_codes = _encode_labels(y, name, "y_test")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in test_classes if c not in index]
+    if unknown:
+        raise UsageError(f"{name}: y_test has label(s) {', '.join(unknown[:5])} that never occur in y")
+    return np.array([index[c] for c in test_classes], dtype=np.int64)[test_codes]
+
+
+def _same_length(
+    A: np.ndarray, la: np.ndarray | None, B: np.ndarray, lb: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Zero-pad two sets of sequences along time to the same length (lengths unchanged)."""
+    T = max(A.shape[1], B.shape[1])
+
+    def pad(X: np.ndarray) -> np.ndarray:
+        return X if X.shape[1] == T else np.pad(X, ((0, 0), (0, T - X.shape[1]), (0, 0)))
+
+    if A.shape[1] != B.shape[1]:
+        # a shorter equal-length set gains padding, so it needs its lengths
+        la = la if la is not None or A.shape[1] == T else np.full(len(A), A.shape[1], np.int64)
+        lb = lb if lb is not None or B.shape[1] == T else np.full(len(B), B.shape[1], np.int64)
+    return pad(A), la, pad(B), lb
+
+
+def pad_sequences(sequences: list[np.ndarray], *, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (length_i, channels) arrays into zero-padded (n, length, channels) and their lengths."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    T = int(lengths.max()) if length is None else length
+    X = np.zeros((len(sequences), T, sequences[0].shape[1]), dtype=np.float64)
+    for i, seq in enumerate(sequences):
+        X[i, : len(seq)] = seq
+    return X, lengths
 
 
 def _channel_stats(X: np.ndarray, lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,29 @@
 """Built-in datasets and the description of a study's data (:class:`DatasetSpec`).
 
-Every built-in dataset ships inside an installed package (scikit-learn,
-statsmodels, ...), so nothing is ever downloaded at run time.
+Every built-in dataset ships inside an installed package, so nothing is ever
+downloaded at run time: ``digits`` (scikit-learn), ``sunspots`` and ``co2``
+(statsmodels), ``japanese_vowels`` (the raw ``.ts`` files that sktime ships,
+read without importing sktime; ``pip install optuna-rnn[datasets]``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from optuna_rnn.data import Dataset, ForecastSeries, SequenceData
+import numpy as np
+
+from optuna_rnn.data import (
+    Dataset,
+    ForecastSeries,
+    SequenceData,
+    chronological_bounds,
+    fill_gaps,
+    pad_sequences,
+)
 from optuna_rnn.errors import UsageError
 
 
@@ -51,6 +63,60 @@ def _sunspots() -> Dataset:
     )
 
 
+def _co2() -> Dataset:
+    from statsmodels.datasets import co2
+
+    frame = co2.load_pandas().data
+    bounds = chronological_bounds(len(frame))
+    values, _ = fill_gaps(frame[["co2"]].to_numpy(), bounds)
+    return ForecastSeries(
+        name="co2",
+        values=values,
+        columns=("co2",),
+        times=tuple(str(t.date()) for t in frame.index),
+        description=DATASETS["co2"].description,
+    )
+
+
+def japanese_vowels_files() -> tuple[Path, Path]:
+    """The JapaneseVowels train and test ``.ts`` files that sktime ships (sktime is not imported)."""
+    spec = importlib.util.find_spec("sktime")
+    if spec is None or spec.origin is None:
+        raise UsageError(
+            "japanese_vowels needs the data files shipped with sktime: pip install 'optuna-rnn[datasets]'"
+        )
+    folder = Path(spec.origin).parent / "datasets" / "data" / "JapaneseVowels"
+    files = (folder / "JapaneseVowels_TRAIN.ts", folder / "JapaneseVowels_TEST.ts")
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise UsageError(
+            f"the installed sktime lacks {', '.join(missing)} in {folder}; "
+            "reinstall it with pip install 'optuna-rnn[datasets]'"
+        )
+    return files
+
+
+def _japanese_vowels() -> Dataset:
+    from optuna_rnn.readers import read_ts
+
+    train_file, test_file = japanese_vowels_files()
+    train, y = read_ts(train_file)
+    test, y_test = read_ts(test_file)
+    longest = max(len(s) for s in (*train, *test))
+    X, lengths = pad_sequences(train, length=longest)
+    X_test, lengths_test = pad_sequences(test, length=longest)
+    return SequenceData.from_arrays(
+        X,
+        y.astype(np.int64),
+        lengths=lengths,
+        X_test=X_test,
+        y_test=y_test.astype(np.int64),
+        lengths_test=lengths_test,
+        name="japanese_vowels",
+        description=DATASETS["japanese_vowels"].description,
+    )
+
+
 DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in (
@@ -75,6 +141,35 @@ DATASETS: dict[str, BuiltinDataset] = {
                 "70/15/15 split; scaling fit on the training span only."
             ),
             load=_sunspots,
+        ),
+        BuiltinDataset(
+            name="japanese_vowels",
+            task="classification",
+            shape="640 sequences x 7-29 steps x 12 channels, 9 classes",
+            source="UCI Japanese Vowels as sktime ships it ([datasets] extra)",
+            description=(
+                "Nine speakers uttering /ae/, one sequence of 12 LPC cepstrum coefficients per "
+                "frame, classified by speaker. Raw variable length (7-29 frames): sequences are "
+                "padded, packed and batched by length, so padding never reaches the model. "
+                "The files' own split: 270 training utterances (30 per speaker; a stratified "
+                "48 of them validate) and 370 test utterances. Coefficients standardised on the "
+                "training split."
+            ),
+            load=_japanese_vowels,
+        ),
+        BuiltinDataset(
+            name="co2",
+            task="forecasting",
+            shape="2284 weekly values (1958-2001), 1 channel",
+            source="statsmodels co2 (Mauna Loa)",
+            description=(
+                "Weekly atmospheric CO2 at Mauna Loa (ppm), forecast one week ahead. Chronological "
+                "70/15/15 split; scaling fit on the training span only. 59 weeks have no "
+                "measurement (all before 1986, in the training span): each gap is filled by "
+                "linear interpolation between the measured weeks either side of it within the "
+                "same split span, so no validation or test value informs a filled one."
+            ),
+            load=_co2,
         ),
     )
 }

@@ -1,21 +1,31 @@
-"""Readers for the user's own data: a forecasting CSV or a classification NPZ.
+"""Readers for data files: the user's forecasting CSV or classification NPZ, and ``.ts`` files.
 
-Formats (see the README):
+Formats (see the README, "Your own data"):
 
 * CSV, one row per time step with a header. ``target`` (default: the last
-  numeric column) is forecast ``horizon`` steps ahead; other numeric columns
-  are covariates. A column named ``time``, ``date``, ``timestamp`` or ``ds``
-  orders the rows and is not used as an input.
+  column) is forecast ``horizon`` steps ahead; the other columns are
+  covariates. Every column must be numeric, except a time column named
+  ``time``, ``date``, ``datetime``, ``timestamp`` or ``ds`` (any case): it
+  orders the rows (numbers or dates; no repeats), is recorded, and is not an
+  input. Missing or infinite values are errors: fill them in the file first,
+  so that how they were filled is the user's explicit choice.
 * NPZ with ``X`` (n, length, channels) or (n, length), ``y`` (n,) integer or
   string labels, optional ``lengths`` (n,) for padded variable-length
-  sequences, optional ``X_test``/``y_test`` (and ``lengths_test``).
+  sequences, optional ``X_test``/``y_test`` (and ``lengths_test`` when ``X``
+  is padded). Any other array name is refused, so that a misspelt
+  ``lengths`` cannot silently turn padding into data.
+* ``.ts`` (the sktime / UEA archive format) for the built-in datasets that
+  ship in it: header lines (``#`` comments, ``@`` tags) then one case per
+  line, channels separated by ``:``, values by ``,``, the class label last.
 
-Every problem raises :class:`~optuna_rnn.errors.UsageError` naming the file
-and the column or array at fault.
+Every problem raises :class:`~optuna_rnn.errors.UsageError` with one line
+naming the file and the column or array at fault.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -25,91 +35,153 @@ import pandas as pd
 from optuna_rnn.data import Dataset, ForecastSeries, SequenceData
 from optuna_rnn.errors import UsageError
 
-TIME_COLUMNS = ("time", "date", "timestamp", "ds", "datetime")
+TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "ds")
+NPZ_ARRAYS = ("X", "y", "lengths", "X_test", "y_test", "lengths_test")
 
 
 def read_file(path: Path, *, target: str | None = None, horizon: int = 1) -> Dataset:
     """Read ``path`` by its suffix: ``.csv`` for forecasting, ``.npz`` for classification."""
     if not path.exists():
         raise UsageError(f"{path}: file not found")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return read_csv(path, target=target, horizon=horizon)
     if suffix == ".npz":
-        if target is not None:
-            raise UsageError(f"{path}: --target applies to CSV files only")
+        if target is not None or horizon != 1:
+            raise UsageError(f"{path}: --target and --horizon apply to forecasting CSV files only")
         return read_npz(path)
-    raise UsageError(f"{path}: unsupported file type {suffix!r}; use .csv or .npz")
+    raise UsageError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .npz")
 
 
 def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> ForecastSeries:
     """A forecasting series from a CSV file (see the module docstring)."""
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: not a readable CSV ({reason})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
-        raise UsageError(f"{path}: no data rows")
-    time_cols = [c for c in frame.columns if str(c).strip().lower() in TIME_COLUMNS]
-    if time_cols:
-        order = pd.to_datetime(frame[time_cols[0]], errors="coerce")
-        if order.isna().any():
-            order = pd.to_numeric(frame[time_cols[0]], errors="coerce")
-        if order.isna().any():
-            raise UsageError(f"{path}: column {time_cols[0]!r} has values that are not times")
-        frame = frame.iloc[np.argsort(order.to_numpy(), kind="stable")].drop(columns=time_cols)
+        raise UsageError(f"{path}: no data rows below the header")
+    time_cols = [c for c in frame.columns if c.lower() in TIME_COLUMNS]
+    if len(time_cols) > 1:
+        raise UsageError(f"{path}: several time columns ({', '.join(time_cols)}); keep one")
+    time_col = time_cols[0] if time_cols else None
     if target is not None and target not in frame.columns:
-        raise UsageError(
-            f"{path}: target column {target!r} not found; columns: {', '.join(map(str, frame.columns))}"
-        )
-    for column in frame.columns:
-        numeric = pd.to_numeric(frame[column], errors="coerce")
-        bad = numeric.isna() & frame[column].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
-            raise UsageError(
-                f"{path}: column {column!r} is not numeric (line {row}: {frame[column].iloc[row - 2]!r})"
-            )
-        frame[column] = numeric
-    if frame.shape[1] == 0:
-        raise UsageError(f"{path}: no numeric columns")
-    target = target if target is not None else str(frame.columns[-1])
-    for column in frame.columns:
-        values = frame[column].to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            row = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
-            raise UsageError(f"{path}: column {column!r} has a missing or infinite value (line {row})")
-    columns = tuple(str(c) for c in frame.columns)
-    series = ForecastSeries(
-        name=path.stem,
-        values=frame.to_numpy(dtype=np.float64),
-        target=columns.index(target),
+        raise UsageError(f"{path}: target column {target!r} not found; columns: {', '.join(frame.columns)}")
+    if target is not None and target == time_col:
+        raise UsageError(f"{path}: target column {target!r} is the time column; choose a value column")
+    order = None if time_col is None else _time_order(path, frame[time_col], time_col)
+    value_cols = [c for c in frame.columns if c != time_col]
+    if not value_cols:
+        raise UsageError(f"{path}: no value columns besides the time column {time_col!r}")
+    values = np.column_stack([_numeric_column(path, frame[c], c, time_col) for c in value_cols])
+    times: tuple[str, ...] = ()
+    if order is not None:
+        values = values[order]
+        times = tuple(frame[str(time_col)].astype(str).to_numpy()[order])
+    target = target if target is not None else value_cols[-1]
+    covariates = [c for c in value_cols if c != target]
+    return ForecastSeries(
+        name=str(path),
+        values=values,
+        target=value_cols.index(target),
         horizon=horizon,
-        columns=columns,
-        description=f"{path.name}: forecast {target!r} {horizon} step(s) ahead "
-        f"from {len(columns)} column(s); chronological split, scaling fit on train.",
+        columns=tuple(value_cols),
+        times=times,
+        description=(
+            f"{path.name}: forecast {target!r} {horizon} step(s) ahead"
+            + (f" with covariates {', '.join(map(repr, covariates))}" if covariates else "")
+            + (f"; rows ordered by {time_col!r}" if time_col else "; rows in file order")
+            + ". Chronological 70/15/15 split; scaling fit on the training span only."
+        ),
     )
-    if series.max_window < 1:
+
+
+def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
+    """The row order that sorts ``column`` (numbers or dates); missing or repeated times are errors."""
+    missing = column.isna().to_numpy()
+    if missing.any():
+        raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(missing)})")
+    keys = pd.to_numeric(column, errors="coerce")
+    if keys.isna().any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+            keys = pd.to_datetime(column, errors="coerce")
+        bad = keys.isna().to_numpy()
+        if bad.any():
+            first = column.to_numpy()[bad][0]
+            raise UsageError(
+                f"{path}: time column {name!r} has a value that is neither a number nor a date "
+                f"(line {_line(bad)}: {first!r})"
+            )
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        lines = np.flatnonzero(repeated)[:2] + 2
         raise UsageError(
-            f"{path}: {len(frame)} rows are too few for horizon {horizon} "
-            f"(need at least {series.min_train_windows + horizon} training rows)"
+            f"{path}: time column {name!r} repeats {column.to_numpy()[lines[0] - 2]!r} "
+            f"(lines {lines[0]} and {lines[1]})"
         )
-    return series
+    return np.argsort(keys.to_numpy(), kind="stable")
+
+
+def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | None) -> np.ndarray:
+    """``column`` as float64; non-numeric, missing and infinite values are errors naming the line."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    text = (numeric.isna() & column.notna()).to_numpy()
+    if text.any():
+        hint = "" if time_col else f"; a time column must be named one of {', '.join(TIME_COLUMNS)}"
+        raise UsageError(
+            f"{path}: column {name!r} is not numeric (line {_line(text)}: "
+            f"{column.to_numpy()[text][0]!r}){hint}"
+        )
+    values = numeric.to_numpy(dtype=np.float64)
+    missing = np.isnan(values)
+    if missing.any():
+        raise UsageError(
+            f"{path}: column {name!r} has a missing value (line {_line(missing)}); fill or drop it first"
+        )
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(infinite)})")
+    return values
+
+
+def _line(mask: np.ndarray) -> int:
+    """The file line of the first flagged data row (the header is line 1)."""
+    return int(np.flatnonzero(mask)[0]) + 2
 
 
 def read_npz(path: Path) -> SequenceData:
     """Classification sequences from an NPZ file (see the module docstring)."""
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a readable NPZ file (not a zip archive; save it with np.savez)")
+    arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{path}: not a readable NPZ file ({exc})") from None
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError:
+                    raise UsageError(
+                        f"{path}: array {key!r} holds Python objects; save labels as strings "
+                        f"(np.asarray(y, dtype=str)) or integers"
+                    ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: not a readable NPZ file ({reason})") from None
+    unknown = [k for k in arrays if k not in NPZ_ARRAYS]
+    if unknown:
+        raise UsageError(
+            f"{path}: unexpected array(s) {', '.join(map(repr, unknown))}; expected {', '.join(NPZ_ARRAYS)}"
+        )
     for required in ("X", "y"):
         if required not in arrays:
-            raise UsageError(f"{path}: array {required!r} is missing; found {', '.join(arrays)}")
-    if ("X_test" in arrays) != ("y_test" in arrays):
-        raise UsageError(f"{path}: give both X_test and y_test, or neither")
-    return SequenceData.from_arrays(
+            found = ", ".join(arrays) or "none"
+            raise UsageError(f"{path}: array {required!r} is missing (found: {found})")
+    data = SequenceData.from_arrays(
         arrays["X"],
         arrays["y"],
         name=str(path),
@@ -117,5 +189,56 @@ def read_npz(path: Path) -> SequenceData:
         X_test=arrays.get("X_test"),
         y_test=arrays.get("y_test"),
         lengths_test=arrays.get("lengths_test"),
-        description=f"{path.name}: classification of {len(arrays['X'])} sequences",
     )
+    description = (
+        f"{path.name}: {data.output_size}-class classification of {len(arrays['X'])} sequences"
+        + (" of variable length (packed)" if "lengths" in arrays else "")
+        + ("; test split from X_test/y_test" if "X_test" in arrays else "; stratified 70/15/15 split")
+        + "; standardised per channel on the training split."
+    )
+    return dataclasses.replace(data, description=description)
+
+
+def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sequences ((length, channels) float64 arrays) and string labels from a ``.ts`` file.
+
+    Supports what classification archives use: no timestamps, equal or unequal
+    lengths, one or more channels, a class label last. A missing value (``?``)
+    is an error, not a silent NaN.
+    """
+    sequences: list[np.ndarray] = []
+    labels: list[str] = []
+    in_data = False
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable .ts file ({exc})") from None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            tag = line.lower().split()
+            if tag[0] == "@data":
+                in_data = True
+            elif tag[0] == "@timestamps" and tag[1:] != ["false"]:
+                raise UsageError(f"{path}: line {number}: timestamped .ts files are not supported")
+            elif tag[0] == "@classlabel" and tag[1:2] != ["true"]:
+                raise UsageError(f"{path}: line {number}: the file has no class labels")
+            continue
+        *channels, label = line.split(":")
+        try:
+            columns = [np.array([float(v) for v in channel.split(",")]) for channel in channels]
+        except ValueError:
+            raise UsageError(f"{path}: line {number}: a value is missing or not a number") from None
+        if not channels or len({len(c) for c in columns}) != 1:
+            raise UsageError(f"{path}: line {number}: channels of unequal length")
+        if not all(np.isfinite(c).all() for c in columns):
+            raise UsageError(f"{path}: line {number}: NaN or infinite values")
+        sequences.append(np.column_stack(columns))
+        labels.append(label.strip())
+    if not sequences:
+        raise UsageError(f"{path}: no cases after @data")
+    if len({s.shape[1] for s in sequences}) != 1:
+        raise UsageError(f"{path}: cases have different numbers of channels")
+    return sequences, np.array(labels)

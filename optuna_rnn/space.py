@@ -52,6 +52,8 @@ RECURRENT_INITS = ("orthogonal", *INPUT_INITS)
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
 Scalar: TypeAlias = bool | int | float | str | None
+# Grid search enumerates every combination up front: refuse grids that would not fit.
+MAX_GRID_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -246,17 +248,43 @@ class SearchSpace:
         Choices keep all their options; ranges are cut into ``points`` values
         (geometric for log ranges). Conditional parameters are included; the
         grid sampler simply finds them unused in trials where they do not apply.
+        A grid of more than ``MAX_GRID_POINTS`` combinations is refused: grid
+        search suits small spaces, so fix or narrow parameters first.
         """
         grid: dict[str, list[Scalar]] = {}
         for name in self.param_names():
-            if name == "window" and task != "forecasting":
+            if not self._may_apply(name, task):
                 continue
             spec = getattr(self, name)
             if isinstance(spec, Choice):
                 grid[name] = list(spec.options)
             elif isinstance(spec, IntRange | FloatRange):
                 grid[name] = _range_points(spec, points)
+        size = math.prod(len(values) for values in grid.values())
+        if size > MAX_GRID_POINTS:
+            widest = sorted(grid, key=lambda n: -len(grid[n]))[:4]
+            raise UsageError(
+                f"the grid over this space has {size:,} points (limit {MAX_GRID_POINTS:,}); "
+                f"fix or narrow parameters with --space, e.g. {', '.join(widest)}"
+            )
         return grid
+
+    def _may_apply(self, name: str, task: Task) -> bool:
+        """Whether a conditional parameter can be sampled at all in this space."""
+
+        def options(spec: Spec) -> tuple[Scalar, ...]:
+            return spec.options if isinstance(spec, Choice) else (spec,)  # type: ignore[return-value]
+
+        conditions = {
+            "window": task == "forecasting",
+            "forget_bias": "lstm" in options(self.cell),
+            "momentum": "sgd" in options(self.optimizer),
+            "nesterov": "sgd" in options(self.optimizer),
+            "beta1": {"adam", "adamw"} & set(options(self.optimizer)),
+            "beta2": {"adam", "adamw"} & set(options(self.optimizer)),
+            "rmsprop_alpha": "rmsprop" in options(self.optimizer),
+        }
+        return bool(conditions.get(name, True))
 
     # --- files and records --------------------------------------------------------
 

@@ -246,15 +246,11 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
     longest = dataset.max_window
     window = space.window
     if isinstance(window, IntRange):
-        if window.low > longest:
-            raise UsageError(
-                f"{dataset.name}: the shortest window {window.low} is too long for "
-                f"{len(dataset.values)} rows; the longest usable is {max(longest, 0)}"
-            )
+        dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
         if window.high > longest:
             return space.replace(window=IntRange(window.low, longest, window.log, window.step))
-    elif isinstance(window, int) and window > longest:
-        dataset.windowed(window)  # raises the UsageError that names the problem
+    elif isinstance(window, int):
+        dataset.require_window(window)
     return space
 
 
@@ -440,6 +436,13 @@ def run_trials(
             shown["best"] = trial.value
         bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
 
+    # Dashboard content and the bounded model store (imported here: dashboard imports this module).
+    from optuna_rnn.artifacts import KeepTopModels
+    from optuna_rnn.dashboard import StudyDashboard
+
+    keep = session.config.keep_top
+    trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []
+    dashboard = StudyDashboard(session)
     started = time.monotonic()
     try:
         while remaining > 0:
@@ -453,7 +456,7 @@ def run_trials(
                         n_trials=remaining,
                         timeout=left,
                         catch=(SurplusTrial,),
-                        callbacks=[total, stop_when_asked, show, *(callbacks or [])],
+                        callbacks=[total, stop_when_asked, show, *trim, dashboard, *(callbacks or [])],
                     )
                 break
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
@@ -465,3 +468,4 @@ def run_trials(
         bar.close()
     if shutdown.stop_requested():
         raise KeyboardInterrupt
+    dashboard.update()

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,33 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@dataclass(frozen=True)
+class TunedStudy:
+    """A finished optuna-rnn study on disk: its folder, storage URL and name."""
+
+    folder: Path
+    storage: str
+    name: str
+
+
+@pytest.fixture(scope="session")
+def tuned_study(tmp_path_factory: pytest.TempPathFactory) -> TunedStudy:
+    """A digits study made by the CLI (tiny space, 8 trials, median pruning, best 3 models kept).
+
+    Shared by several tests: read it, never change it (copy the database first).
+    """
+    folder = tmp_path_factory.mktemp("tuned")
+    (folder / "space.toml").write_text(TINY_SPACE)
+    args = ("--n-trials", "8", "--space", "space.toml", "--max-epochs", "4", "--seed", "0", "-q")
+    out = subprocess.run(
+        cli_command("run", "--dataset", "digits", "--keep-top", "3", *args),
+        cwd=folder,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return TunedStudy(folder, f"sqlite:///{folder / 'optuna-rnn.db'}", "digits")

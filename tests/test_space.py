@@ -94,10 +94,20 @@ def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
 
 
 def test_grid_covers_choices_and_range_points() -> None:
-    grid = SearchSpace(hidden_size=IntRange(8, 32, log=True), lr=FloatRange(1e-3, 1e-1, log=True)).grid(
-        task="classification"
-    )
+    grid = SearchSpace(
+        hidden_size=IntRange(8, 32, log=True),
+        lr=FloatRange(1e-3, 1e-1, log=True),
+        input_init="xavier_uniform",
+        optimizer="adam",
+        dropout=0.0,
+        weight_decay=0.0,
+    ).grid(task="classification")
     assert grid["hidden_size"] == [8, 16, 32]
     assert grid["lr"] == pytest.approx([1e-3, 1e-2, 1e-1])
     assert grid["cell"] == ["lstm", "gru", "rnn"]
     assert "window" not in grid
+
+
+def test_grid_too_large_is_a_clear_error() -> None:
+    with pytest.raises(UsageError, match=r"the grid over this space has [\d,]+ points"):
+        SearchSpace().grid(task="classification")

@@ -1,0 +1,63 @@
+"""Run the benchmarks and write RESULTS.md: ``python -m benchmarks [--quick] [--only NAME ...]``.
+
+The full run takes about an hour on 2 cores and rewrites ``benchmarks/RESULTS.md`` (plus its
+PNG plots). ``--quick`` is a smoke run of every section with tiny settings (under 3 minutes),
+written to ``benchmarks/quick/RESULTS.md`` so the committed results stay as measured.
+With ``--only``, just those sections run and replace their own part of the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+import time
+
+from benchmarks import common
+
+SECTIONS = ("epoch_speed", "end_to_end", "search_quality", "pruning", "overhead", "memory", "workers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    args = parser.parse_args(argv)
+    out_dir = common.set_output_dir(quick=args.quick)
+    results = out_dir / "RESULTS.md"
+    existing = _split(results.read_text()) if results.exists() and args.only else {}
+    for name in args.only or SECTIONS:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError:
+            print(f"[{name}] not available, skipped")
+            continue
+        print(f"[{name}] running{' (quick)' if args.quick else ''} ...", flush=True)
+        t0 = time.perf_counter()
+        section = module.run(quick=args.quick)
+        existing[name] = section.markdown() + f"\n_Section run time: {time.perf_counter() - t0:.0f} s._\n"
+        print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        _write(results, existing, quick=args.quick)
+    print(f"wrote {results}")
+    return 0
+
+
+def _split(text: str) -> dict[str, str]:
+    parts = re.split(r"^<!-- section: (\w+) -->\n", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _write(path: common.Path, sections: dict[str, str], *, quick: bool) -> None:
+    head = (
+        "# optuna-rnn benchmarks\n\n"
+        + ("Quick smoke run: tiny settings, the numbers mean little.\n\n" if quick else "")
+        + "Every comparison runs both sides in the same run on the same machine. "
+        "Reproduce with `python -m benchmarks` (or `make bench`).\n\n"
+    )
+    body = "".join(f"<!-- section: {n} -->\n{sections[n]}" for n in SECTIONS if n in sections)
+    path.write_text(head + body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmark sections: timing, machine facts, markdown tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUTPUT_DIR = HERE
+
+
+def set_output_dir(*, quick: bool) -> Path:
+    """Where RESULTS.md and plots go: ``benchmarks/`` or, for quick runs, ``benchmarks/quick/``."""
+    global OUTPUT_DIR
+    OUTPUT_DIR = HERE / "quick" if quick else HERE
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    return OUTPUT_DIR
+
+
+@dataclass
+class Section:
+    """One part of RESULTS.md: a title, the command that made it, markdown, images."""
+
+    title: str
+    command: str
+    body: str
+    images: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = [f"## {self.title}", "", f"Command: `{self.command}`", "", self.body.strip(), ""]
+        parts += [f"![{Path(i).stem}]({i})\n" for i in self.images]
+        return "\n".join(parts)
+
+
+def machine() -> str:
+    """A one-line description of where the numbers were measured."""
+    import optuna
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), optuna {optuna.__version__}"
+    )
+
+
+def median_time(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table; floats get 3 significant digits."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bootstrap_ci(diffs: Sequence[float], *, n: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap confidence interval of the median of paired differences."""
+    rng = np.random.default_rng(seed)
+    data = np.asarray(diffs, dtype=float)
+    medians = np.median(rng.choice(data, size=(n, len(data)), replace=True), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))

@@ -1,0 +1,154 @@
+"""Per-epoch training speed: the package's trainer vs a hand-written loop vs the raw floor.
+
+* **trainer**: ``optuna_rnn.Trainer`` (training + validation, shuffling, bucketing and
+  packing of variable-length data, loss accumulated on the device).
+* **hand-written**: the official Optuna PyTorch example's style: a ``DataLoader`` over a
+  ``TensorDataset`` (variable-length data padded to the longest sequence), ``.item()`` per
+  validation batch.
+* **floor**: the same model's forward + backward + step over batches built once before
+  timing, with nothing else (no validation, no shuffling).
+
+All three train the same model (same initial weights, Adam, batch 64, no clipping) and are
+timed in the same process; the table reports median per-epoch milliseconds and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from benchmarks.common import Section, machine, table
+from optuna_rnn import DATASETS, Hyperparams, Trainer, build_model, load_dataset
+from optuna_rnn.data import SequenceData
+from optuna_rnn.training import iterate_batches, make_optimizer
+
+BATCH = 64
+
+
+def _loss_fn(data: SequenceData) -> nn.Module:
+    return nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
+
+
+def trainer_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
+    result = Trainer(max_epochs=epochs + 1, seed=0, device="cpu").fit(model, data, hp)
+    return 1000 * statistics.median(h["seconds"] for h in result.history[1:])
+
+
+def handwritten_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
+    """The official example's loop: DataLoader, zero_grad/backward/step, per-batch .item()."""
+    loss_fn = _loss_fn(data)
+    optimizer = make_optimizer(model, hp)
+    train = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=hp.batch_size, shuffle=True)
+    valid = DataLoader(TensorDataset(data.valid.X, data.valid.y), batch_size=hp.batch_size)
+    times = []
+    for _ in range(epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        for x, y in train:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct, total = 0.0, 0.0
+        with torch.no_grad():
+            for x, y in valid:
+                out = model(x)
+                if data.task == "classification":
+                    correct += out.argmax(dim=1).eq(y).sum().item()
+                else:
+                    correct += ((out - y) ** 2).sum().item()
+                total += loss_fn(out, y).item()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[1:])
+
+
+def floor_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
+    """Forward + backward + step over pre-built batches, nothing else."""
+    loss_fn = _loss_fn(data)
+    optimizer = make_optimizer(model, hp)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (x.clone(), y.clone(), lb) for x, y, lb in iterate_batches(data.train, hp.batch_size, generator=g)
+    ]
+    times = []
+    for _ in range(epochs + 1):
+        t0 = time.perf_counter()
+        for x, y, lb in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x, lb), y).backward()
+            optimizer.step()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[1:])
+
+
+def cases(quick: bool) -> list[tuple[str, str, int]]:
+    names = [n for n in ("digits", "japanese_vowels", "sunspots", "co2") if n in DATASETS]
+    hiddens = (32, 128) if quick else (32, 128, 256)
+    cells = ("lstm",) if quick else ("lstm", "gru")
+    return [(n, c, h) for n in names for c in cells for h in hiddens]
+
+
+def run(*, quick: bool = False) -> Section:
+    epochs = 3 if quick else 8
+    rows = []
+    for name, cell, hidden in cases(quick):
+        dataset = load_dataset(name)
+        data = dataset.windowed(32)
+        hp = Hyperparams(cell=cell, hidden_size=hidden, batch_size=BATCH, grad_clip=None, lr=1e-3)
+        torch.manual_seed(0)
+        base = build_model(hp, input_size=data.input_size, output_size=data.output_size)
+        ms = {
+            label: fn(copy.deepcopy(base), data, hp, epochs)
+            for label, fn in (
+                ("trainer", trainer_epoch_ms),
+                ("handwritten", handwritten_epoch_ms),
+                ("floor", floor_epoch_ms),
+            )
+        }
+        shape = "variable" if data.train.lengths is not None else f"{data.train.X.shape[1]} steps"
+        rows.append(
+            [
+                name,
+                shape,
+                cell,
+                hidden,
+                ms["trainer"],
+                ms["handwritten"],
+                ms["floor"],
+                ms["handwritten"] / ms["trainer"],
+                ms["trainer"] / ms["floor"],
+            ]
+        )
+        print(f"  {name:16} {cell} {hidden:4}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()))
+    body = (
+        f"Machine: {machine()}. Median per-epoch milliseconds over {epochs} epochs after one warm-up; "
+        f"batch {BATCH}, Adam, no clipping; forecasting uses 32-step windows.\n\n"
+        + table(
+            [
+                "dataset",
+                "length",
+                "cell",
+                "hidden",
+                "trainer ms",
+                "hand-written ms",
+                "floor ms",
+                "hand-written / trainer",
+                "trainer / floor",
+            ],
+            rows,
+        )
+    )
+    return Section("Per-epoch training speed", "python -m benchmarks --only epoch_speed", body)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    print(run(quick=parser.parse_args().quick).markdown())

@@ -1,0 +1,74 @@
+"""A hand-written Optuna study in the official PyTorch example's style: the baseline.
+
+It is what a user writes without optuna-rnn: an LSTM classifier, a ``DataLoader`` over a
+``TensorDataset`` (batch 32), ``trial.report`` + ``should_prune`` every epoch, TPE with the
+median pruner, in-memory storage. It trains on the same train/valid split as the package.
+"""
+
+from __future__ import annotations
+
+import optuna
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from optuna_rnn.data import SequenceData
+
+BATCH = 32
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self, input_size: int, hidden: int, layers: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(
+            input_size, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0
+        )
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
+def make_objective(data: SequenceData, *, max_epochs: int = 10):
+    train = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH, shuffle=True)
+    valid = DataLoader(TensorDataset(data.valid.X, data.valid.y), batch_size=BATCH)
+
+    def objective(trial: optuna.Trial) -> float:
+        layers = trial.suggest_int("n_layers", 1, 2)
+        hidden = trial.suggest_int("hidden", 16, 128, log=True)
+        dropout = trial.suggest_float("dropout", 0.0, 0.5)
+        model = LSTMClassifier(data.input_size, hidden, layers, data.output_size, dropout)
+        name = trial.suggest_categorical("optimizer", ["Adam", "RMSprop", "SGD"])
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        optimizer = getattr(torch.optim, name)(model.parameters(), lr=lr)
+        accuracy = 0.0
+        for epoch in range(max_epochs):
+            model.train()
+            for x, y in train:
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for x, y in valid:
+                    correct += model(x).argmax(dim=1).eq(y).sum().item()
+            accuracy = correct / len(valid.dataset)
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    return objective
+
+
+def run_handwritten_study(data: SequenceData, *, n_trials: int = 20, seed: int = 0) -> optuna.Study:
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(),
+    )
+    study.optimize(make_objective(data), n_trials=n_trials)
+    return study

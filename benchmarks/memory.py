@@ -1,0 +1,78 @@
+"""Memory: a worker's resident set size across 200 trials in one process.
+
+Models, optimisers and batches of finished trials must be freed: RSS after trial 200 should
+stay within 50 MB of RSS after trial 20. The study runs in a child process (so earlier
+sections don't pollute it) on SQLite with the default search space, 2 epochs per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import Section, machine, table
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child(n_trials: int, *, quick: bool) -> None:
+    import optuna
+
+    from optuna_rnn import DatasetSpec
+    from optuna_rnn.study import open_session, run_trials
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rss: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        session = open_session(
+            "memory",
+            storage=f"sqlite:///{Path(tmp) / 'm.db'}",
+            given={"dataset": DatasetSpec(name="digits"), "seed": 0, "max_epochs": 1 if quick else 2},
+            create=True,
+        )
+
+        def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            rss[trial.number + 1] = rss_mb()
+
+        run_trials(session, n_trials=n_trials, progress=False, callbacks=[record])
+    print(json.dumps(rss))
+
+
+def run(*, quick: bool = False) -> Section:
+    n = 20 if quick else 200
+    early = 5 if quick else 20
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", "--child", str(n), *(["--quick"] if quick else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rss = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    marks = sorted({early, n // 4, n // 2, 3 * n // 4, n} & set(rss))
+    growth = rss[n] - rss[early]
+    body = (
+        f"Machine: {machine()}. {n} trials in one process (digits, default space, 2 epochs each, SQLite).\n\n"
+        + table(["after trial", "RSS MB"], [[m, rss[m]] for m in marks])
+        + f"\n\nRSS after trial {n} minus after trial {early}: **{growth:+.1f} MB** (limit: 50 MB)."
+    )
+    return Section("Memory across trials", "python -m benchmarks --only memory", body)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", type=int)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, quick=args.quick)
+    else:
+        print(run(quick=args.quick).markdown())

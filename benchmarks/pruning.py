@@ -1,0 +1,88 @@
+"""Pruning savings: the same trials with no pruner, the median pruner and Hyperband.
+
+For each (dataset, seed) we first run TPE without pruning for a fixed number of trials, then
+replay exactly the same configurations, in the same order and with the same per-trial seeds,
+under each pruner. Training is deterministic per trial, so the only difference is what the
+pruner stops: we count epochs trained, the best validation value still found, and whether the
+configuration that was best without pruning got pruned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+
+from benchmarks.budget import BudgetRun, run_budget
+from benchmarks.common import Section, machine, table
+from optuna_rnn import DATASETS
+
+PRUNERS = ("median", "hyperband", "percentile", "patient")
+
+
+def _one(dataset: str, seed: int, n_trials: int, max_epochs: int) -> list[tuple[str, BudgetRun]]:
+    free = run_budget(dataset, "tpe, no pruning", seed, budget=n_trials * max_epochs, max_epochs=max_epochs)
+    out = [("none", free)]
+    for pruner in PRUNERS:
+        replay = run_budget(
+            dataset,
+            "tpe, no pruning",
+            seed,
+            budget=10**9,
+            max_epochs=max_epochs,
+            enqueue=free.all_params,
+            pruner=pruner,
+        )
+        out.append((pruner, replay))
+    return out
+
+
+def run(*, quick: bool = False) -> Section:
+    datasets = (
+        ["digits"]
+        if quick
+        else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
+    )
+    seeds = range(1 if quick else 5)
+    n_trials, max_epochs = (4, 3) if quick else (20, 15)
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {(d, s): pool.submit(_one, d, s, n_trials, max_epochs) for d in datasets for s in seeds}
+        results = {k: f.result() for k, f in futures.items()}
+    rows = []
+    for dataset in datasets:
+        for pruner in ("none", *PRUNERS):
+            epochs, best, lost, pruned = [], [], 0, []
+            for seed in seeds:
+                runs = dict(results[dataset, seed])
+                free, run = runs["none"], runs[pruner]
+                epochs.append(run.curve[-1][0] / free.curve[-1][0])
+                best.append(run.curve[-1][1])
+                pruned.append(run.pruned)
+                lost += run.best_params != free.best_params
+            rows.append(
+                [
+                    dataset,
+                    pruner,
+                    f"{100 * (1 - statistics.median(epochs)):.0f}%",
+                    statistics.median(best),
+                    statistics.median(pruned),
+                    f"{lost}/{len(seeds)}",
+                ]
+            )
+    body = (
+        f"Machine: {machine()}. {n_trials} TPE trials of at most {max_epochs} epochs, replayed under each "
+        f"pruner; {len(seeds)} seeds. 'best lost' counts seeds where the unpruned run's best configuration "
+        "was pruned (so the pruned run ended with a different best).\n\n"
+        + table(
+            ["dataset", "pruner", "epochs saved", "best val (median)", "trials pruned (median)", "best lost"],
+            rows,
+        )
+    )
+    return Section("Pruning savings", "python -m benchmarks --only pruning", body)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    print(run(quick=parser.parse_args().quick).markdown())

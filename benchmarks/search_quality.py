@@ -1,0 +1,130 @@
+"""Search quality at an equal compute budget: the package's default vs TPE, random and grid.
+
+Each (dataset, seed) pair runs every method with the same budget of training epochs. We
+report the best validation metric at 25%, 50% and 100% of the budget (median over seeds),
+the paired difference to random search with a bootstrap 95% interval (positive = better than
+random, whatever the metric's direction), the best trial's test metric, and how much of the
+budget the default needs to reach random search's final best (paired, per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from benchmarks import common
+from benchmarks.budget import METHODS, BudgetRun, run_budget
+from benchmarks.common import Section, bootstrap_ci, machine, table
+from optuna_rnn import DATASETS
+
+FRACTIONS = (0.25, 0.5, 1.0)
+DEFAULT = "default (tpe + median)"
+
+
+def _gain(run: BudgetRun, reference: BudgetRun, epochs: float) -> float:
+    a, b = run.best_at(epochs), reference.best_at(epochs)
+    return a - b if run.direction == "maximize" else b - a
+
+
+def epochs_to_reach(run: BudgetRun, target: float) -> float:
+    for spent, best in run.curve:
+        if (best >= target) if run.direction == "maximize" else (best <= target):
+            return spent
+    return math.inf
+
+
+def plot(runs: list[BudgetRun], dataset: str, budget: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xs = np.linspace(0, budget, 101)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        mine = [r for r in runs if r.method == method]
+        curves = np.array([[r.best_at(x) for x in xs] for r in mine])
+        ax.plot(xs, np.nanmedian(curves, axis=0), label=method)
+    metric = "accuracy" if runs[0].direction == "maximize" else "RMSE"
+    ax.set(
+        xlabel="training epochs spent",
+        ylabel=f"best validation {metric} (median over seeds)",
+        title=f"{dataset}: best so far vs epochs",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(*, quick: bool = False) -> Section:
+    datasets = (
+        ["digits"]
+        if quick
+        else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
+    )
+    seeds = range(2 if quick else 10)
+    max_epochs, budget = (3, 12) if quick else (15, 240)
+    jobs = [(d, m, s) for d in datasets for s in seeds for m in METHODS]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_budget, d, m, s, budget=budget, max_epochs=max_epochs) for d, m, s in jobs]
+        runs = [f.result() for f in futures]
+    parts = [
+        f"Machine: {machine()}. Budget {budget} epochs per run, at most {max_epochs} epochs per trial, "
+        f"{len(seeds)} paired seeds, two runs at a time (one thread each). Values are medians over seeds; "
+        "'vs random' is the median paired gain over random search with its bootstrap 95% interval.\n"
+    ]
+    images = []
+    for dataset in datasets:
+        mine = [r for r in runs if r.dataset == dataset]
+        by = {(r.method, r.seed): r for r in mine}
+        rows = []
+        for method in METHODS:
+            row: list[object] = [method]
+            for f in FRACTIONS:
+                vals = [by[method, s].best_at(f * budget) for s in seeds]
+                row.append(statistics.median(vals))
+                if method != "random":
+                    gains = [_gain(by[method, s], by["random", s], f * budget) for s in seeds]
+                    lo, hi = bootstrap_ci(gains)
+                    row.append(f"{statistics.median(gains):+.4f} [{lo:+.4f}, {hi:+.4f}]")
+                else:
+                    row.append("")
+            tests = [by[method, s].test_value for s in seeds if by[method, s].test_value is not None]
+            row.append(statistics.median(tests) if tests else "")
+            row.append(statistics.median(by[method, s].trials for s in seeds))
+            rows.append(row)
+        reach = [epochs_to_reach(by[DEFAULT, s], by["random", s].best_at(budget)) / budget for s in seeds]
+        median_reach = statistics.median(reach)
+        metric = "accuracy" if mine[0].direction == "maximize" else "RMSE"
+        header = ["method"]
+        for f in FRACTIONS:
+            header += [f"best val {metric} @{int(f * 100)}%", f"vs random @{int(f * 100)}%"]
+        header += [f"test {metric} of best", "trials"]
+        reach_text = "never (within the budget)" if math.isinf(median_reach) else f"{100 * median_reach:.0f}%"
+        parts.append(f"### {dataset}\n\n" + table(header, rows))
+        parts.append(
+            f"\nDefault reaches random search's final best (paired, median over seeds) after "
+            f"**{reach_text}** of the budget.\n"
+        )
+        image = f"search_quality_{dataset}.png"
+        plot(mine, dataset, budget, common.OUTPUT_DIR / image)
+        images.append(image)
+    return Section(
+        "Search quality at an equal epoch budget",
+        "python -m benchmarks --only search_quality",
+        "\n".join(parts),
+        images,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    print(run(quick=parser.parse_args().quick).markdown())

@@ -1,0 +1,233 @@
+"""optuna-dashboard on real studies: notes, graphs, artifacts, `optuna-rnn dashboard`, Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.error
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from optuna_rnn import load_best_model
+from optuna_rnn.artifacts import (
+    ARTIFACT_ATTR,
+    MODEL_MIMETYPE,
+    artifact_store,
+    download_model_payload,
+    model_from_payload,
+    ranked_complete,
+)
+from optuna_rnn.dashboard import CURVES_GRAPH, EPOCHS_GRAPH, StudyArtifactStore
+from optuna_rnn.study import open_storage
+from tests.browser import (
+    chromium_available,
+    chromium_page,
+    dashboard_server,
+    get,
+    get_json,
+    study_page_screenshot,
+)
+from tests.conftest import TunedStudy, require_service
+
+
+def load(tuned: TunedStudy) -> optuna.Study:
+    return optuna.load_study(study_name=tuned.name, storage=tuned.storage)
+
+
+def same_predictions(a: torch.nn.Module, b: torch.nn.Module, input_size: int) -> bool:
+    x = torch.randn(32, 8, input_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return torch.equal(a(x), b(x))
+
+
+def test_dashboard_serves_trials_note_graphs_and_the_best_model(tuned_study, tmp_path) -> None:
+    study = load(tuned_study)
+    trials = study.trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert complete and pruned
+    best = study.best_trial
+    with dashboard_server(tuned_study.storage, cwd=tuned_study.folder) as base:
+        listed = {s["study_name"]: s["study_id"] for s in get_json(base, "/api/studies")["study_summaries"]}
+        assert tuned_study.name in listed
+        study_id = listed[tuned_study.name]
+        detail = get_json(base, f"/api/studies/{study_id}")
+
+        # Trials, their states, every epoch's intermediate value and the table's user attrs.
+        served = {t["number"]: t for t in detail["trials"]}
+        assert sorted(served) == [t.number for t in trials]
+        for trial in trials:
+            got = served[trial.number]
+            assert got["state"].upper() == trial.state.name
+            assert {v["step"]: v["value"] for v in got["intermediate_values"]} == trial.intermediate_values
+            assert len(trial.intermediate_values) == trial.user_attrs["epochs"]
+        assert detail["has_intermediate_values"]
+        columns = {a["key"] for a in detail["union_user_attrs"]}
+        assert {"n_params", "epochs", "seconds", "stop_reason", "best_epoch"} <= columns
+
+        # The note: data, splits, space, sampler, pruner, progress, best trial and its test metric.
+        note = detail["note"]["body"]
+        test = study.user_attrs["optuna_rnn.best_test"]
+        assert test["trial"] == best.number
+        assert f"**Trial #{best.number}**: validation accuracy **{best.value:.4g}**" in note
+        assert f"test accuracy **{test['test_value']:.4g}**" in note
+        for split, size in study.user_attrs["optuna_rnn.data"]["splits"].items():
+            assert f"| {split} | {size} |" in note
+        assert "| `hidden_size` | 4 – 12, log |" in note and "| `num_layers` | fixed: 1 |" in note
+        assert "sampler: **tpe** (seed 0)" in note and "pruner: **median**" in note
+        assert f"| {len(complete)} | {len(pruned)} | 0 | 0 |" in note
+        assert "best 3 trials kept" in note
+
+        # The plotly graphs: curves of the top trials, epochs by state.
+        graphs = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+        assert set(graphs) == {CURVES_GRAPH, EPOCHS_GRAPH}
+        curves = graphs[CURVES_GRAPH]["data"]
+        shown = [int(re.match(r"#(\d+)", t["name"]).group(1)) for t in curves if t.get("showlegend")]
+        assert shown == [t.number for t in ranked_complete(study)[:5]]
+        assert curves[0]["y"] == best.user_attrs["curve"]["val_loss"]
+        assert curves[1]["y"] == best.user_attrs["curve"]["train_loss"]
+        assert curves[2]["y"] == best.user_attrs["curve"]["val_metric"]
+        totals = {t["name"]: t["y"][0] for t in graphs[EPOCHS_GRAPH]["data"] if t["type"] == "bar"}
+        assert totals == {
+            "complete": sum(t.user_attrs["epochs"] for t in complete),
+            "pruned": sum(t.user_attrs["epochs"] for t in pruned),
+        }
+
+        # The best trial's weights download from the dashboard and predict like load_best_model.
+        (artifact,) = served[best.number]["artifacts"]
+        assert artifact["artifact_id"] == best.user_attrs[ARTIFACT_ATTR]
+        url = f"/artifacts/{study_id}/{served[best.number]['trial_id']}/{artifact['artifact_id']}"
+        status, headers, body = get(base, url)
+
+        # A model removed by --keep-top answers 404 with the reason, not optuna-dashboard's 500.
+        dropped = served[ranked_complete(study)[3].number]
+        (gone,) = dropped["artifacts"]
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get(base, f"/artifacts/{study_id}/{dropped['trial_id']}/{gone['artifact_id']}")
+        assert missing.value.code == 404 and b"--keep-top" in missing.value.read()
+    assert status == 200 and headers["Content-Type"] == MODEL_MIMETYPE
+    (tmp_path / "downloaded.pt").write_bytes(body)
+    payload = torch.load(tmp_path / "downloaded.pt", map_location="cpu", weights_only=True)
+    downloaded = model_from_payload(payload)
+    reference = load_best_model(tuned_study.name, storage=tuned_study.storage)
+    assert isinstance(reference, torch.nn.Module) and not reference.training
+    assert same_predictions(downloaded, reference, payload["input_size"])
+
+
+@pytest.mark.services
+def test_dashboard_renders_in_chromium(tuned_study, tmp_path) -> None:
+    require_service("Chromium (/usr/bin/chromium) with Playwright", chromium_available)
+    study = load(tuned_study)
+    with dashboard_server(tuned_study.storage, cwd=tuned_study.folder) as base, chromium_page() as page:
+        listed = get_json(base, "/api/studies")["study_summaries"]
+        study_id = next(s["study_id"] for s in listed if s["study_name"] == tuned_study.name)
+        page.goto(f"{base}/dashboard")
+        page.get_by_text(tuned_study.name).first.wait_for()
+        assert tuned_study.name in page.inner_text("body")
+        page.goto(f"{base}/dashboard/studies/{study_id}/trials")
+        page.get_by_text(f"{len(study.trials)} Trials", exact=True).wait_for()
+        shot = tmp_path / "dashboard.png"
+        study_page_screenshot(page, base, study_id, shot)
+        assert f"{tuned_study.name} (id={study_id})" in page.inner_text("body")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_note_is_published_as_the_study_runs_and_throttled(tmp_path, tiny_space) -> None:
+    from optuna_dashboard import get_note
+
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+    from optuna_rnn.study import open_session, run_trials
+
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(tiny_space)}
+    given |= {"max_epochs": 2, "seed": 0, "pruner": "none"}
+    session = open_session("notes", storage=f"sqlite:///{tmp_path / 'n.db'}", given=given, create=True)
+    seen: list[tuple[float, str]] = []
+    run_trials(
+        session,
+        n_trials=3,
+        progress=False,
+        callbacks=[lambda study, _: seen.append((time.monotonic(), get_note(study)))],
+    )
+    first = "| 1 | 0 | 0 | 0 |"  # complete, pruned, failed, running: published after the first trial
+    assert first in seen[0][1]
+    throttled = [note for at, note in seen[1:] if at - seen[0][0] < 9]  # within the 10 s interval
+    assert all(first in note for note in throttled)
+    final = get_note(session.study)
+    assert "| 3 | 0 | 0 | 0 |" in final and f"**Trial #{session.study.best_trial.number}**" in final
+
+
+def test_dashboard_refuses_a_missing_storage_and_creates_nothing(run_cli, tmp_path) -> None:
+    cases = [
+        (("--storage", "sqlite:///missing.db"), "storage sqlite:///missing.db does not exist"),
+        ((), "storage sqlite:///optuna-rnn.db does not exist"),  # the default storage
+    ]
+    for args, message in cases:
+        out = run_cli("dashboard", *args, "--port", "0")
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip() == f"optuna-rnn: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dashboard_reports_a_port_in_use(run_cli, tuned_study) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("dashboard", "--storage", tuned_study.storage, "--port", str(port), timeout=60)
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_keep_top_keeps_only_the_best_models(tuned_study) -> None:
+    study = load(tuned_study)
+    ranked = ranked_complete(study)
+    assert len(ranked) > 3
+    folder = tuned_study.folder / "optuna-rnn-artifacts"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(t.user_attrs[ARTIFACT_ATTR] for t in ranked[:3])
+    store = artifact_store(folder)
+    assert (
+        download_model_payload(store, ranked[2])["hyperparams"]["hidden_size"]
+        == ranked[2].params["hidden_size"]
+    )
+    with pytest.raises(LookupError, match=f"model of trial {ranked[3].number} is missing"):
+        download_model_payload(store, ranked[3])
+
+
+def test_dashboard_store_finds_artifacts_in_recorded_directories(tuned_study, tmp_path) -> None:
+    study = load(tuned_study)
+    primary = tmp_path / "elsewhere"
+    store = StudyArtifactStore(open_storage(tuned_study.storage, must_exist=True), primary)
+    with store.open_reader(study.best_trial.user_attrs[ARTIFACT_ATTR]) as reader:
+        assert reader.read(2) == b"PK"  # torch.save writes a zip archive
+    with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
+        store.open_reader("00000000-0000-0000-0000-000000000000")
+    assert not primary.exists()  # looking never creates directories
+
+
+def test_best_export_reloads_with_weights_only(run_cli, tuned_study, tmp_path) -> None:
+    out = run_cli(
+        "best", "--study", tuned_study.name, "--storage", tuned_study.storage, "--export", "best.pt"
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["exported"] == str(tmp_path / "best.pt")
+    payload = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
+    assert payload["format"] == "optuna-rnn/1" and payload["hyperparams"]["cell"] in ("lstm", "gru")
+    exported = model_from_payload(payload)
+    reference = load_best_model(tuned_study.name, storage=tuned_study.storage)
+    assert same_predictions(exported, reference, payload["input_size"])
+
+
+def test_load_best_model_errors(tuned_study, tmp_path) -> None:
+    with pytest.raises(ValueError, match="no study named 'nope'"):
+        load_best_model("nope", storage=tuned_study.storage)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_best_model("digits", storage=f"sqlite:///{tmp_path / 'absent.db'}")
+    assert not (tmp_path / "absent.db").exists()
+    with pytest.raises(LookupError, match="missing from the artifact store"):
+        load_best_model(tuned_study.name, storage=tuned_study.storage, artifacts=tmp_path / "empty")

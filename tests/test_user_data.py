@@ -1,0 +1,447 @@
+"""The user's own data: CSV and NPZ readers, padding, whole studies, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from optuna_rnn import Hyperparams, SequenceData, Trainer, build_model, load_model_file
+from optuna_rnn.data import ForecastSeries, Split
+from optuna_rnn.errors import UsageError
+from optuna_rnn.readers import read_csv, read_file, read_npz
+from optuna_rnn.training import iterate_batches
+from tests.conftest import TINY_SPACE
+from tests.userdata import call_main, replace_cell, sequences, series_rows, write_csv
+
+FAST = ("--max-epochs", "3", "--seed", "0", "-q")
+
+# --- readers ------------------------------------------------------------------------
+
+
+def test_csv_rows_are_ordered_by_the_time_column_and_the_split_is_chronological(tmp_path: Path) -> None:
+    rows = series_rows(150)
+    series = read_csv(write_csv(tmp_path / "s.csv", rows), target="x")
+    ordered = read_csv(write_csv(tmp_path / "o.csv", rows, shuffle=False), target="x")
+    assert np.array_equal(series.values, ordered.values)  # shuffled rows come back in time order
+    assert series.columns == ("x", "y") and series.target == 0 and series.input_size == 2
+    assert series.times[0] == "2020-01-01T00:00" and list(series.times) == sorted(series.times)
+    summary = series.summary()
+    assert summary["splits"] == {"train": 106, "valid": 22, "test": 22}
+    assert summary["split_times"]["valid"][0] == series.times[106]
+    assert "covariates 'y'" in summary["description"] and "ordered by 'date'" in summary["description"]
+    # scaling is fit on the training span: later values do not change it
+    changed = [*rows[:106], *(replace_cell([r], 0, 1, "1000")[0] for r in rows[106:])]
+    late = read_csv(write_csv(tmp_path / "late.csv", changed), target="x")
+    assert torch.equal(late.windowed(8).train.X, series.windowed(8).train.X)
+
+
+def test_csv_target_defaults_to_the_last_column_and_numeric_times_order_too(tmp_path: Path) -> None:
+    path = tmp_path / "years.csv"
+    path.write_text("year_value,t\n" + "\n".join(f"{i % 7},{i}" for i in range(60)) + "\n")
+    series = read_csv(path)
+    assert series.columns == ("year_value", "t") and series.target == 1  # no time column here
+    path.write_text("value,time\n" + "\n".join(f"{i},{100 - i}" for i in range(60)) + "\n")
+    series = read_csv(path)
+    assert series.columns == ("value",) and series.values[:3, 0].tolist() == [59, 58, 57]
+
+
+def test_npz_string_labels_are_mapped_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "seqs.npz"
+    np.savez(path, **sequences(90))
+    data = read_npz(path)
+    assert data.classes == ("high", "low", "mid")  # class index i stands for classes[i]
+    summary = data.summary()
+    assert summary["classes"] == ["high", "low", "mid"] and summary["variable_length"]
+    assert summary["splits"] == {"train": 63, "valid": 13, "test": 14}
+    for split in (data.train, data.valid, data.test):
+        assert np.bincount(split.y.numpy(), minlength=3).min() >= 4  # stratified
+        padding = torch.arange(split.X.shape[1])[None, :] >= split.lengths[:, None]
+        assert torch.isfinite(split.X).all() and (split.X[padding] == 0).all()  # NaN padding dropped
+
+
+def test_integer_labels_keep_numeric_order_and_test_arrays_are_the_test_split(tmp_path: Path) -> None:
+    train, test = sequences(60, seed=1), sequences(30, length=15, seed=2)
+    codes = {"low": 2, "mid": 10, "high": 1}
+    path = tmp_path / "ints.npz"
+    np.savez(
+        path,
+        X=train["X"],
+        y=np.array([codes[v] for v in train["y"]]),
+        lengths=train["lengths"],
+        X_test=test["X"],
+        y_test=np.array([codes[v] for v in test["y"]]),
+        lengths_test=test["lengths"],
+    )
+    data = read_npz(path)
+    assert data.classes == ("1", "2", "10")  # numeric, not string, order
+    assert len(data.test) == 30 and data.test.X.shape[1] == 15 == data.train.X.shape[1]
+    expected = np.array([{"high": 0, "low": 1, "mid": 2}[v] for v in test["y"]])
+    assert np.array_equal(data.test.y.numpy(), expected)
+    assert torch.equal(data.test.lengths, torch.from_numpy(test["lengths"]))
+
+
+def test_npz_given_to_csv_options_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "seqs.npz"
+    np.savez(path, **sequences(30))
+    with pytest.raises(UsageError, match="--target and --horizon apply to forecasting CSV files only"):
+        read_file(path, horizon=3)
+
+
+# --- padding and bucketing ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ragged() -> SequenceData:
+    arrays = sequences(120, length=20, seed=3)
+    return SequenceData.from_arrays(arrays["X"], arrays["y"], lengths=arrays["lengths"], name="ragged")
+
+
+@pytest.mark.parametrize(("cell", "bidirectional"), [("lstm", True), ("gru", False), ("rnn", True)])
+def test_trainer_predictions_are_the_same_alone_and_in_padded_batches(
+    ragged: SequenceData, cell: str, bidirectional: bool
+) -> None:
+    torch.manual_seed(0)
+    hp = Hyperparams(cell=cell, hidden_size=6, num_layers=2, bidirectional=bidirectional)
+    model = build_model(hp, input_size=ragged.input_size, output_size=ragged.output_size)
+    split = ragged.valid
+    loud = split.X.clone()
+    padding = torch.arange(loud.shape[1])[None, :] >= split.lengths[:, None]
+    loud[padding] = 1e6  # padding that would swamp the output if it ever leaked
+    for batch_size in (4096, 5):  # one padded batch; several length buckets
+        batched = Trainer(device="cpu", eval_batch_size=batch_size).predict(
+            model, Split(loud, split.y, split.lengths)
+        )
+        for i in range(len(split)):
+            steps = int(split.lengths[i])
+            alone = Trainer(device="cpu").predict(
+                model, Split(split.X[i : i + 1, :steps], split.y[i : i + 1])
+            )
+            assert torch.allclose(batched[i], alone[0], atol=1e-5), (i, batch_size)
+
+
+def test_training_batches_are_bucketed_by_length(ragged: SequenceData) -> None:
+    n = len(ragged.train)
+    split = Split(ragged.train.X, torch.arange(n), ragged.train.lengths)  # y: each sequence's index
+    assert split.lengths is not None
+    served: list[int] = []
+    bucketed_padding = 0
+    for xb, index, lb in iterate_batches(split, 8, generator=torch.Generator().manual_seed(0)):
+        lengths = split.lengths[index]
+        assert xb.shape[1] == int(lengths.max())  # trimmed to the batch's own longest sequence
+        assert torch.equal(xb, split.X[index, : xb.shape[1]])
+        assert lb is None if bool((lengths == lengths.max()).all()) else torch.equal(lb, lengths)
+        served.extend(index.tolist())
+        bucketed_padding += int((xb.shape[1] - lengths).sum())
+    assert sorted(served) == list(range(n))  # every sequence exactly once per epoch
+    plain_padding = sum(
+        int((chunk.max() - chunk).sum()) for chunk in split.lengths.split(8)
+    )  # what batches in file order would pad
+    assert bucketed_padding < plain_padding / 4
+
+
+# --- whole studies on the user's files ----------------------------------------------
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}")
+
+
+def test_csv_forecasting_study_with_a_covariate(run_cli, tmp_path: Path, tiny_space: Path) -> None:
+    write_csv(tmp_path / "series.csv", series_rows(150))
+    out = run_cli(
+        "run", "--data", "series.csv", "--target", "y", "--n-trials", "2", "--space", str(tiny_space), *FAST
+    )
+    assert out.returncode == 0, out.stderr
+    study = _study(tmp_path, "series")
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 2
+    data = study.user_attrs["optuna_rnn.data"]
+    assert data["columns"] == ["x", "y"] and data["target"] == "y" and data["input_size"] == 2
+    assert data["splits"] == {"train": 106, "valid": 22, "test": 22}
+    assert data["split_times"]["train"][0] == "2020-01-01T00:00"
+    best = run_cli("best", "--study", "series")
+    assert best.returncode == 0, best.stderr
+    result = json.loads(best.stdout)
+    assert result["metric"] == "rmse" and result["test_metric"] > 0
+    assert result["validation_value"] == study.best_value
+
+
+def test_npz_classification_study_with_variable_lengths_and_string_labels(
+    run_cli, tmp_path: Path, tiny_space: Path
+) -> None:
+    np.savez(tmp_path / "seqs.npz", **sequences(90))
+    out = run_cli("run", "--data", "seqs.npz", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    assert out.returncode == 0, out.stderr
+    study = _study(tmp_path, "seqs")
+    data = study.user_attrs["optuna_rnn.data"]
+    assert data["classes"] == ["high", "low", "mid"] and data["variable_length"] is True
+    assert data["splits"] == {"train": 63, "valid": 13, "test": 14}
+    best = run_cli("best", "--study", "seqs", "--export", "best.pt")
+    assert best.returncode == 0, best.stderr
+    result = json.loads(best.stdout)
+    assert result["metric"] == "accuracy" and 0.0 <= result["test_metric"] <= 1.0
+    assert result["test_metric"] == study.user_attrs["optuna_rnn.best_test"]["test_value"]
+    payload = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert payload["classes"] == ["high", "low", "mid"]  # the model file carries the label mapping
+    # the reported test metric is the exported model's accuracy on the file's test split
+    model = load_model_file(tmp_path / "best.pt")
+    accuracy = Trainer(device="cpu").evaluate(model, read_npz(tmp_path / "seqs.npz"), "test")
+    assert result["test_metric"] == pytest.approx(accuracy)
+
+
+# --- bad input: exit 2, one line naming file and column/array, study untouched -----------
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    """A database holding one finished study that every bad-input case must leave alone."""
+    folder = tmp_path_factory.mktemp("kept")
+    (folder / "space.toml").write_text(TINY_SPACE)
+    csv = write_csv(folder / "kept.csv", series_rows(120))
+    url = f"sqlite:///{folder / 'optuna-rnn.db'}"
+    code, _, err = call_main(
+        ["run", "--data", str(csv), "--study", "kept", "--storage", url, "--n-trials", "2"]
+        + ["--space", str(folder / "space.toml"), "--max-epochs", "1", "--seed", "0", "-q"]
+    )
+    assert code == 0, err
+    return {"folder": folder, "url": url, "csv": csv, "space": folder / "space.toml"}
+
+
+def _snapshot(url: str) -> tuple:
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage=url))
+    study = optuna.load_study(study_name="kept", storage=url)
+    trials = [(t.number, t.state, t.value, t.params, t.user_attrs) for t in study.trials]
+    return names, trials, study.user_attrs
+
+
+def _expect_refused(kept: dict, args: list[str], message: str) -> str:
+    before = _snapshot(str(kept["url"]))
+    code, _, err = call_main(
+        ["run", *args, "--storage", str(kept["url"]), "--space", str(kept["space"]), "-q"]
+    )
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("optuna-rnn: error: ") and message in err, (message, err)
+    assert _snapshot(str(kept["url"])) == before  # no new study, no new trial, nothing changed
+    return err
+
+
+ROWS = series_rows(150)
+NPZ = sequences(90)
+
+
+def _npz(**changes: object) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        arrays = {**NPZ, **changes}
+        np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+    return write
+
+
+def _text(content: str | bytes) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+    return write
+
+
+def _csv(rows: list[str]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        write_csv(path, rows, shuffle=False)
+
+    return write
+
+
+def _lengths_with(index: int, value: int) -> np.ndarray:
+    lengths = NPZ["lengths"].copy()
+    lengths[index] = value
+    return lengths
+
+
+def _nan_inside() -> np.ndarray:
+    X = NPZ["X"].copy()
+    X[3, 1, 0] = np.nan
+    return X
+
+
+BAD_INPUT = [
+    # (id, file name, writer or None for no file, extra options, message after "<file>: ")
+    ("missing file", "nowhere.csv", None, [], "file not found"),
+    ("ragged csv", "ragged.csv", _text("a,b\n1,2\n3,4,5\n"), [], "not a readable CSV (Error tokenizing data"),
+    ("binary csv", "binary.csv", _text(bytes(range(256)) * 4), [], "not a readable CSV ('utf-8' codec"),
+    ("empty csv", "empty.csv", _text(""), [], "not a readable CSV (No columns to parse from file)"),
+    (
+        "missing target column",
+        "series.csv",
+        _csv(ROWS),
+        ["--target", "z"],
+        "target column 'z' not found; columns: date, x, y",
+    ),
+    (
+        "non-numeric column",
+        "text.csv",
+        _csv(replace_cell(ROWS, 5, 1, "abc")),
+        [],
+        "column 'x' is not numeric (line 7: 'abc')",
+    ),
+    (
+        "missing value",
+        "gap.csv",
+        _csv(replace_cell(ROWS, 6, 2, "")),
+        [],
+        "column 'y' has a missing value (line 8)",
+    ),
+    (
+        "infinite value",
+        "inf.csv",
+        _csv(replace_cell(ROWS, 7, 2, "inf")),
+        [],
+        "column 'y' has an infinite value (line 9)",
+    ),
+    (
+        "repeated time",
+        "dup.csv",
+        _csv(replace_cell(ROWS, 8, 0, ROWS[9].split(",")[0])),
+        [],
+        "time column 'date' repeats '2020-01-01T09:00' (lines 10 and 11)",
+    ),
+    (
+        "too few rows for window and horizon",
+        "short.csv",
+        _csv(ROWS[:60]),
+        ["--horizon", "30"],
+        "60 rows are too few for window 4 and horizon 30",
+    ),
+    ("too few rows", "tiny.csv", _csv(ROWS[:8]), [], "8 rows are too few for window 4 and horizon 1"),
+    (
+        "X/y length mismatch",
+        "mismatch.npz",
+        _npz(y=NPZ["y"][:-1]),
+        [],
+        "y has 89 labels but X has 90 sequences",
+    ),
+    (
+        "lengths above the padded length",
+        "long.npz",
+        _npz(lengths=_lengths_with(4, 13)),
+        [],
+        "lengths must lie in [1, 12] (the padded length of X), found 13 at index 4",
+    ),
+    (
+        "zero length",
+        "zero.npz",
+        _npz(lengths=_lengths_with(7, 0)),
+        [],
+        "lengths must lie in [1, 12] (the padded length of X), found 0 at index 7",
+    ),
+    (
+        "single class",
+        "one.npz",
+        _npz(y=np.full(90, "low")),
+        [],
+        "y has a single class (low); need at least two",
+    ),
+    (
+        "empty split",
+        "few.npz",
+        _npz(X=NPZ["X"][:3], y=NPZ["y"][:3], lengths=NPZ["lengths"][:3]),
+        [],
+        "3 sequences leave an empty test split",
+    ),
+    (
+        "NaN inside a sequence",
+        "nan.npz",
+        _npz(X=_nan_inside()),
+        [],
+        "X holds a NaN or infinite value (sequence 3, step 1, channel 0)",
+    ),
+    (
+        "NaN padding without lengths",
+        "nolengths.npz",
+        _npz(lengths=None),
+        [],
+        "X holds a NaN or infinite value (sequence {}, step {}, channel {}); "
+        "give lengths if it is padding".format(*np.argwhere(np.isnan(NPZ["X"]))[0]),
+    ),
+    ("unreadable npz", "junk.npz", _text("not a zip"), [], "not a readable NPZ file (not a zip archive"),
+    ("missing array", "noy.npz", _npz(y=None), [], "array 'y' is missing (found: X, lengths)"),
+    ("misspelt array", "typo.npz", _npz(lenghts=NPZ["lengths"]), [], "unexpected array(s) 'lenghts'"),
+    (
+        "test label unseen in training",
+        "newlabel.npz",
+        _npz(
+            X_test=NPZ["X"][:9],
+            y_test=np.array(["low", "odd"] * 4 + ["mid"]),
+            lengths_test=NPZ["lengths"][:9],
+        ),
+        [],
+        "y_test has label(s) odd that never occur in y",
+    ),
+    (
+        "padded test arrays without lengths_test",
+        "nolt.npz",
+        _npz(X_test=NPZ["X"][:9], y_test=NPZ["y"][:9]),
+        [],
+        "X is padded (lengths given) but lengths_test is missing for X_test",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("filename", "write", "options", "message"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
+)
+def test_bad_input_exits_2_naming_the_file_and_leaves_the_database_alone(
+    kept: dict,
+    tmp_path: Path,
+    filename: str,
+    write: Callable[[Path], None] | None,
+    options: list[str],
+    message: str,
+) -> None:
+    path = tmp_path / filename
+    if write is not None:
+        write(path)
+    _expect_refused(kept, ["--data", str(path), "--study", "other", *options], f"{path}: {message}")
+
+
+def test_resuming_a_study_whose_file_went_bad_fails_before_any_trial(kept: dict) -> None:
+    csv = Path(kept["csv"])
+    good = csv.read_text()
+    try:
+        csv.write_text(good.replace("\n2020-01-01T05:00,", "\n2020-01-01T05:00,oops", 1))
+        err = _expect_refused(
+            kept, ["--study", "kept", "--n-trials", "4"], f"{csv}: column 'x' is not numeric"
+        )
+        assert "oops" in err
+    finally:
+        csv.write_text(good)
+
+
+def test_a_built_in_dataset_without_its_package_is_refused(
+    kept: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "sktime", None)
+    _expect_refused(
+        kept,
+        ["--dataset", "japanese_vowels"],
+        "japanese_vowels needs the data files shipped with sktime: pip install 'optuna-rnn[datasets]'",
+    )
+
+
+def test_forecast_series_errors_name_the_column() -> None:
+    values = np.ones((40, 2))
+    values[17, 1] = np.inf
+    with pytest.raises(UsageError, match=r"s: column 'b' holds NaN or infinite values \(row 17\)"):
+        ForecastSeries(name="s", values=values, columns=("a", "b"))
