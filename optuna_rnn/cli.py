@@ -221,6 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import open_session, run_trials
+    from optuna_rnn.workers import diversify_sampler
 
     if args.n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
@@ -229,6 +230,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     interval, grace = heartbeat_settings()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     set_threads(1, threads=args.threads)
+    diversify_sampler(session.study, session.config.sampler)
     started = time.perf_counter()
     run_trials(
         session, n_trials=args.n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet

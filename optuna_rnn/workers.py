@@ -141,6 +141,17 @@ class TrialGuard:
         return any(t.number == self._current for t in failed)
 
 
+def diversify_sampler(study: optuna.Study, sampler_name: str) -> None:
+    """Make this worker's sampler draw differently from its siblings'.
+
+    Workers built from one recorded ``--seed`` would otherwise propose the
+    same random start-up points. QMC and grid samplers are left alone: their
+    workers must share one seed to walk one sequence or grid together.
+    """
+    if sampler_name not in ("qmc", "grid"):
+        study.sampler.reseed_rng()
+
+
 # --- threads and devices ----------------------------------------------------------------
 
 
@@ -218,6 +229,8 @@ def run_workers(
     A :class:`KeyboardInterrupt` (Ctrl-C, or SIGTERM through
     :mod:`optuna_rnn.shutdown`) stops the workers gracefully and is re-raised.
     """
+    if session.finished() >= n_trials:
+        return 0  # nothing left to do: no need to start anyone
     threads = threads_per_worker(workers)
     gpus = gpus_per_worker(workers, device)
     command = worker_command(

@@ -141,6 +141,8 @@ def test_three_workers_share_a_postgresql_study_and_stop_at_its_total(run_cli, t
         str(tiny_space),
         "--max-epochs",
         "3",
+        "--seed",
+        "0",
         "-q",
         **HEARTBEAT,
     )
@@ -149,6 +151,9 @@ def test_three_workers_share_a_postgresql_study_and_stop_at_its_total(run_cli, t
     trials = trials_of(POSTGRES, name)
     assert_total(trials, 12)
     assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the trials did not spread over workers"
+    # one recorded seed, yet the workers' random start-up trials differ
+    fresh = [t for t in trials if "failed_trial" not in t.system_attrs]  # (a retry repeats its trial)
+    assert len({tuple(sorted(t.params.items())) for t in fresh}) == len(fresh)
 
 
 def create(run_cli, url: str, name: str, space: Path) -> None:
