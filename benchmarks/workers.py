@@ -118,7 +118,7 @@ def compare(*, quick: bool = False, storage: str | None = None) -> tuple[list[Me
         f"digits, LSTM with {hidden} units, {max_epochs} epochs per trial, {n_trials} trials per study.\n\n"
         + table(
             ["workers", "torch threads each", "finished trials", "trial span s", "wall s", "trials / hour"],
-            [[m.workers, m.threads, m.trials, m.span_s, m.wall_s, m.trials_per_hour] for m in results],
+            [[m.workers, m.threads, m.trials, m.span_s, m.wall_s, round(m.trials_per_hour)] for m in results],
         )
         + f"\n\nSpeed-up of 2 workers over 1: **{speedup(results):.2f}x** in trials per hour "
         f"(wall clock with start-up: {one.wall_s / two.wall_s:.2f}x; acceptance: >= {ACCEPTANCE}x).\n"

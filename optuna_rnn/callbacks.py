@@ -158,11 +158,16 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint: to a temporary file beside ``path``, flushed, then renamed over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     payload = {"format": CHECKPOINT_FORMAT, "meta": dict(meta or {}), "state": dict(state)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(tmp, "wb") as file:
+        try:
+            file = open(tmp, "wb")  # noqa: SIM115 (a with-block follows)
+        except FileNotFoundError:  # a worker removed the empty folder just now: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(tmp, "wb")  # noqa: SIM115
+        with file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())

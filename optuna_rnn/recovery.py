@@ -127,6 +127,14 @@ class TrialCheckpoint:
         remove_checkpoint(self.path)
 
 
+def tidy_checkpoints(directory: str | os.PathLike[str]) -> None:
+    """Remove the study's checkpoint folder, and ``checkpoints/`` above it, once they are empty."""
+    directory = Path(directory)
+    for folder in (directory, directory.parent):
+        with contextlib.suppress(OSError):  # not empty (or already gone): leave it
+            folder.rmdir()
+
+
 def mark_interrupted(trial: optuna.Trial) -> None:
     """Record that SIGTERM/SIGINT stopped ``trial``, so that the next run retries it; best effort."""
     with contextlib.suppress(Exception):  # the storage may be what failed; the trial is FAIL anyway

@@ -30,7 +30,7 @@ from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, ForecastSeries
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
-from optuna_rnn.recovery import checkpoints_dir, requeue_interrupted, retry_callback
+from optuna_rnn.recovery import checkpoints_dir, requeue_interrupted, retry_callback, tidy_checkpoints
 from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
@@ -468,4 +468,5 @@ def run_trials(
         bar.close()
     if shutdown.stop_requested():
         raise KeyboardInterrupt
+    tidy_checkpoints(session.checkpoints_dir)
     dashboard.update()
