@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 N_TRIALS ?= 30
 
-.PHONY: install run test lint check clean chromium
+.PHONY: install run test lint check clean chromium bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,14 @@ lint: install
 	$(BIN)/mypy optuna_rnn
 
 check: lint test
+
+# Benchmarks: the full run (about an hour on 2 cores) rewrites benchmarks/RESULTS.md;
+# the quick smoke run (under 3 minutes) writes benchmarks/quick/RESULTS.md.
+bench: install
+	$(BIN)/python -m benchmarks
+
+bench-quick: install
+	$(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
