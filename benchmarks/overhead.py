@@ -2,9 +2,10 @@
 
 A study is first filled with 100 (or 1000) finished trials copied from real ones, so the
 sampler and the storage work at that size; then real trials run and we compare the
-wall-clock of the whole ``run_trials`` call with the sum of the trainer's own time
-(``seconds`` user attr: training and validation). Everything else is overhead: sampling,
-storage writes and reads, model building, callbacks, artifact upload.
+wall-clock of the whole ``run_trials`` call with the sum of the epochs' compute time
+(training and validation, the ``seconds`` of each epoch in the ``curve`` user attr).
+Everything else is overhead: sampling, storage writes and reads, model building, the
+per-epoch report and pruning check, checkpoints, callbacks, artifact upload.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def measure(storage: str, dataset: str, size: int, n_measured: int, max_epochs: 
         run_trials(session, n_trials=size + n_measured, progress=False)
         wall = time.perf_counter() - t0
         new = [t for t in session.study.get_trials(deepcopy=False) if t.number not in before]
-        training = sum(float(t.user_attrs.get("seconds", 0.0)) for t in new)
+        training = sum(sum(t.user_attrs["curve"]["seconds"]) for t in new if "curve" in t.user_attrs)
         return (wall - training) / wall, (wall - training) / len(new)
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(storage))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,6 +120,10 @@ class DivergenceGuard(Callback):
 class Checkpoint(Callback):
     """Save the whole training state to ``path`` every ``every`` epochs, atomically.
 
+    ``min_seconds`` skips an epoch's save when the last one is more recent than
+    that: short epochs then cost no disk writes, and a killed run loses at most
+    ``min_seconds`` of training.
+
     The file holds :meth:`TrainState.state_dict` (weights, optimiser, RNG
     states, epoch, history, best weights) plus ``meta``, a dict that
     :func:`load_checkpoint` compares so that a checkpoint is only resumed by
@@ -140,17 +145,26 @@ class Checkpoint(Callback):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, every: int = 1, meta: Mapping[str, Any] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: int = 1,
+        min_seconds: float = 0.0,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.path = Path(path)
         self.every = every
+        self.min_seconds = min_seconds
         self.meta = dict(meta or {})
+        self._last = -math.inf
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.epoch % self.every == 0 or state.stop_reason is not None:
+        due = state.epoch % self.every == 0 and time.monotonic() - self._last >= self.min_seconds
+        if due or state.stop_reason is not None:
             save_checkpoint(self.path, state.state_dict(), meta=self.meta)
+            self._last = time.monotonic()
 
 
 def save_checkpoint(

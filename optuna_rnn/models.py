@@ -70,13 +70,22 @@ class RecurrentNet(nn.Module):
         """Map ``x`` (batch, time, features) to (batch, outputs).
 
         ``lengths`` (a CPU tensor) gives each sequence's true length in a padded
-        batch; steps past it never reach the model.
+        batch; steps past it never reach the output. A unidirectional network
+        runs over the padded batch (one fused kernel) and reads each sequence's
+        output at its own last step: a recurrence only looks back, so later
+        padding cannot change it. A bidirectional one packs the batch, since
+        its backward direction would otherwise start in the padding.
         """
-        if lengths is not None:
+        if lengths is None:
+            _, state = self.rnn(x)
+        elif self.directions == 1:
+            output, _ = self.rnn(x)
+            index = (lengths - 1).to(x.device)
+            last_step: torch.Tensor = output[torch.arange(x.shape[0], device=x.device), index]
+            return self.head(self.dropout(last_step))
+        else:
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             _, state = self.rnn(packed)
-        else:
-            _, state = self.rnn(x)
         hidden = state[0] if isinstance(state, tuple) else state
         last = hidden[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)
         out: torch.Tensor = self.head(self.dropout(last))

@@ -2,7 +2,8 @@
 
 Each trial records user attrs that make the dashboard's trials table useful:
 ``n_params``, ``epochs``, ``seconds``, ``stop_reason``, ``seed`` and the
-learning curve (``curve``: per-epoch ``train_loss``, ``val_loss``, ``val_metric``).
+learning curve (``curve``: per-epoch ``train_loss``, ``val_loss``, ``val_metric`` and
+``seconds`` of training and validation compute).
 A COMPLETE trial uploads its best-epoch weights as an artifact when an
 artifact store is given. With a ``checkpoints`` directory, each epoch is
 checkpointed and a retried trial resumes from the trial it continues (see
@@ -41,7 +42,7 @@ from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
 from optuna_rnn.space import SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
 
-CURVE_KEYS = ("train_loss", "val_loss", "val_metric")
+CURVE_KEYS = ("train_loss", "val_loss", "val_metric", "seconds")
 
 
 class Objective:

@@ -39,6 +39,8 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_rnn.callbacks import Checkpoint, load_checkpoint, remove_checkpoint
 from optuna_rnn.errors import UsageError
 
+CHECKPOINT_ENV = "OPTUNA_RNN_CHECKPOINT_SECONDS"
+DEFAULT_CHECKPOINT_SECONDS = 5
 HEARTBEAT_ENV = "OPTUNA_RNN_HEARTBEAT_INTERVAL"
 GRACE_ENV = "OPTUNA_RNN_HEARTBEAT_GRACE"
 DEFAULT_HEARTBEAT_INTERVAL = 10
@@ -119,8 +121,16 @@ class TrialCheckpoint:
         return state
 
     def callback(self, meta: dict[str, Any]) -> Checkpoint:
-        """The trainer callback that saves this trial's state after every epoch."""
-        return Checkpoint(self.path, meta=meta)
+        """The trainer callback that saves this trial's state after an epoch.
+
+        At most one save every ``$OPTUNA_RNN_CHECKPOINT_SECONDS`` (default 5 s;
+        ``0`` saves after every epoch), so fast epochs are not slowed by disk writes.
+        """
+        return Checkpoint(
+            self.path,
+            min_seconds=_seconds(CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, allow_zero=True),
+            meta=meta,
+        )
 
     def remove(self) -> None:
         """Forget the checkpoint: the trial finished and will not be resumed."""

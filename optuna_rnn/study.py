@@ -10,9 +10,11 @@ message.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable
@@ -147,7 +149,9 @@ def open_storage(
                 f"storage {masked!r} is neither a database URL nor a journal file (.log/.journal)"
             )
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if url.startswith("sqlite"):
+        if file is not None:
+            engine_kwargs["creator"] = functools.partial(_connect_sqlite, str(file))
+        elif url.startswith("sqlite"):
             engine_kwargs["connect_args"] = {"timeout": 60}
         with warnings.catch_warnings():  # heartbeat arguments are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -165,6 +169,20 @@ def open_storage(
             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url
         )
         raise UsageError(f"cannot open storage {masked}: {reason}") from None
+
+
+def _connect_sqlite(path: str) -> sqlite3.Connection:
+    """A SQLite connection in write-ahead-log mode, waiting up to a minute for locks.
+
+    WAL with ``synchronous=NORMAL`` makes each commit a log append instead of
+    several fsyncs (Optuna commits every parameter, report and user attr), and
+    lets readers such as optuna-dashboard read while a worker writes. Like any
+    SQLite file, it belongs on a local disk, not a network file system.
+    """
+    connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
 
 
 def default_artifacts_dir(url: str) -> str:

@@ -439,16 +439,19 @@ def _to_device(split: Split, device: torch.device) -> Split:
     return Split(split.X.to(device), split.y.to(device), split.lengths)
 
 
+BUCKET_NOISE = 3.0
+
+
 def iterate_batches(
     split: Split, batch_size: int, *, generator: torch.Generator | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Yield ``(X, y, lengths)`` batches; shuffled when a ``generator`` is given.
 
     Equal-length data is shuffled once per epoch and sliced into contiguous
-    batches. Variable-length data is bucketed: shuffled, cut into pools of 32
-    batches, each pool sorted by length, its batches trimmed to their own
-    longest sequence and served in random order. ``lengths`` is ``None`` for a
-    batch whose sequences all fill it, so no packing is needed there.
+    batches. Variable-length data is bucketed: sorted by length plus a little
+    random noise (so batches change from epoch to epoch), cut into batches
+    trimmed to their own longest sequence, and served in random order.
+    ``lengths`` is ``None`` for a batch whose sequences all fill it.
     """
     n = len(split)
     if split.lengths is None:
@@ -463,24 +466,21 @@ def iterate_batches(
     lengths = split.lengths.numpy()
     if generator is None:
         order = _longest_first(lengths)
-        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        starts = list(range(0, n, batch_size))
     else:
+        # Sort by length plus noise of up to BUCKET_NOISE steps: batches hold sequences of
+        # nearly equal length yet differ from epoch to epoch; then serve them in random order.
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        shuffled = rng.permutation(n)
-        pool = batch_size * 32
-        batches = []
-        for p in range(0, n, pool):
-            chunk = shuffled[p : p + pool]
-            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    for idx in batches:
-        batch_lengths = lengths[idx]
+        order = np.argsort(-(lengths + rng.uniform(0.0, BUCKET_NOISE, size=n)), kind="stable")
+        starts = [int(i) * batch_size for i in rng.permutation(-(-n // batch_size))]
+    sorted_lengths = lengths[order]
+    index_all = torch.from_numpy(order).to(split.X.device)
+    for start in starts:
+        index = index_all[start : start + batch_size]
+        batch_lengths = sorted_lengths[start : start + batch_size]
         longest = int(batch_lengths.max())
-        index = torch.from_numpy(idx).to(split.X.device)
-        xb = split.X[index, :longest]
         lb = None if batch_lengths.min() == longest else torch.from_numpy(batch_lengths)
-        yield xb, split.y[index], lb
+        yield split.X[index, :longest], split.y[index], lb
 
 
 def _longest_first(lengths: np.ndarray) -> np.ndarray:

@@ -30,7 +30,11 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 REDIS = "redis://127.0.0.1:6379/0"
-HEARTBEAT = {"OPTUNA_RNN_HEARTBEAT_INTERVAL": "1", "OPTUNA_RNN_HEARTBEAT_GRACE": "4"}
+HEARTBEAT = {
+    "OPTUNA_RNN_HEARTBEAT_INTERVAL": "1",
+    "OPTUNA_RNN_HEARTBEAT_GRACE": "4",
+    "OPTUNA_RNN_CHECKPOINT_SECONDS": "0",  # a checkpoint after every epoch
+}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Full-length trials (no pruning, no early stopping) that are long enough to interrupt.
 LONG = ("--max-epochs", "8", "--patience", "8", "--pruner", "none", "--seed", "0", "-q")
