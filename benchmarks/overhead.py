@@ -77,7 +77,7 @@ def run(*, quick: bool = False) -> Section:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     dataset = "japanese_vowels" if "japanese_vowels" in DATASETS else "digits"
     sizes = (20, 50) if quick else (100, 1000)
-    n_measured, max_epochs = (3, 2) if quick else (10, 30)
+    n_measured, max_epochs = (3, 2) if quick else (8, 30)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         storages = {
