@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/python studies/digits.py --n-trials $(N_TRIALS)
+	$(BIN)/python studies/japanese_vowels.py --n-trials $(N_TRIALS) --seed 0
 
 test: install chromium
 	$(BIN)/python -m pytest -q

@@ -106,15 +106,18 @@ def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
     assert [t.value for t in a.trials] == [t.value for t in b.trials]
 
 
-def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path, tiny_space) -> None:
+def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
+    # epochs of tens of ms, so the trial seen running is still running when SIGINT lands
+    space = tmp_path / "slow.toml"
+    space.write_text('cell = "lstm"\nhidden_size = 48\nnum_layers = 1\nbidirectional = false\nbatch_size = 32\n')
     args = (
         "run",
         "--dataset",
         "digits",
         "--n-trials",
-        "8",
+        "4",
         "--space",
-        str(tiny_space),
+        str(space),
         "--max-epochs",
         "40",
         "--patience",
@@ -163,7 +166,7 @@ def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path, tiny_space)
     )
     assert rerun.returncode == 0, rerun.stderr
     count = states(load(tmp_path, "digits"))
-    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 8
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 4
     assert count[TrialState.RUNNING] == 0 and count[TrialState.FAIL] == 1
 
 

@@ -40,6 +40,24 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LONG = ("--max-epochs", "8", "--patience", "8", "--pruner", "none", "--seed", "0", "-q")
 
 
+# Epochs slow enough (tens of ms) that a trial seen running at epoch 2 is still running
+# when the test's signal arrives: with the tiny space a trial can finish in between.
+SLOW_SPACE = """
+cell = "lstm"
+hidden_size = 64
+num_layers = 1
+bidirectional = false
+batch_size = 32
+"""
+
+
+@pytest.fixture
+def slow_space(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.toml"
+    path.write_text(SLOW_SPACE)
+    return path
+
+
 def postgres_up() -> bool:
     import psycopg2
 
@@ -160,21 +178,21 @@ def test_three_workers_share_a_postgresql_study_and_stop_at_its_total(run_cli, t
     assert len({tuple(sorted(t.params.items())) for t in fresh}) == len(fresh)
 
 
-def create(run_cli, url: str, name: str, space: Path) -> None:
+def create(run_cli, url: str, name: str, space: Path, *, epochs: int = 8) -> None:
     """A study with one finished trial, created by `run` so that workers can join it."""
     out = run_cli(
         "run", "--dataset", "digits", "--study", name, "--storage", url, "--n-trials", "1",
-        "--space", str(space), *LONG, **HEARTBEAT,
+        "--space", str(space), *LONG, "--max-epochs", str(epochs), "--patience", str(epochs), **HEARTBEAT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
 
 
 def test_a_killed_workers_trial_is_retried_by_another_from_its_checkpoint(
-    run_cli, tmp_path, tiny_space, new_study
+    run_cli, tmp_path, slow_space, new_study
 ) -> None:
     require_service("PostgreSQL", postgres_up)
     name = new_study(POSTGRES)
-    create(run_cli, POSTGRES, name, tiny_space)
+    create(run_cli, POSTGRES, name, slow_space)
     directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
     worker = ("worker", "--study", name, "--storage", POSTGRES, "--n-trials", "5", "-q")
 
@@ -206,11 +224,11 @@ def test_a_killed_workers_trial_is_retried_by_another_from_its_checkpoint(
 
 
 def test_sigterm_closes_a_workers_trial_and_a_new_worker_resumes_it(
-    run_cli, tmp_path, tiny_space, new_study
+    run_cli, tmp_path, slow_space, new_study
 ) -> None:
     require_service("PostgreSQL", postgres_up)
     name = new_study(POSTGRES)
-    create(run_cli, POSTGRES, name, tiny_space)
+    create(run_cli, POSTGRES, name, slow_space, epochs=20)
     directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
     worker = ("worker", "--study", name, "--storage", POSTGRES, "--n-trials", "4", "-q")
 
@@ -285,13 +303,13 @@ def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> No
 
 
 def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials(
-    run_cli, tmp_path, tiny_space
+    run_cli, tmp_path, slow_space
 ) -> None:
     url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
     directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", "digits")
     parent = start(
         tmp_path, "run", "--dataset", "digits", "--n-trials", "40", "--workers", "2",
-        "--space", str(tiny_space), "--max-epochs", "40", "--patience", "40", "--pruner", "none", "-q",
+        "--space", str(slow_space), "--max-epochs", "40", "--patience", "40", "--pruner", "none", "-q",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
