@@ -45,7 +45,7 @@ def run(*, quick: bool = False) -> Section:
         else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
     )
     seeds = range(1 if quick else 5)
-    n_trials, max_epochs = (4, 3) if quick else (16, 12)
+    n_trials, max_epochs = (4, 3) if quick else (12, 10)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {(d, s): pool.submit(_one, d, s, n_trials, max_epochs) for d in datasets for s in seeds}
         results = {k: f.result() for k, f in futures.items()}

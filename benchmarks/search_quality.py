@@ -70,7 +70,7 @@ def run(*, quick: bool = False) -> Section:
         else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
     )
     seeds = range(2 if quick else 10)
-    max_epochs, budget = (3, 12) if quick else (12, 180)
+    max_epochs, budget = (3, 12) if quick else (10, 120)
     jobs = [(d, m, s) for d in datasets for s in seeds for m in METHODS]
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_budget, d, m, s, budget=budget, max_epochs=max_epochs) for d, m, s in jobs]
