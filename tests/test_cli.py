@@ -109,7 +109,9 @@ def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
 def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
     # epochs of tens of ms, so the trial seen running is still running when SIGINT lands
     space = tmp_path / "slow.toml"
-    space.write_text('cell = "lstm"\nhidden_size = 48\nnum_layers = 1\nbidirectional = false\nbatch_size = 32\n')
+    space.write_text(
+        'cell = "lstm"\nhidden_size = 48\nnum_layers = 1\nbidirectional = false\nbatch_size = 32\n'
+    )
     args = (
         "run",
         "--dataset",
