@@ -89,3 +89,12 @@ def bootstrap_ci(diffs: Sequence[float], *, n: int = 10000, seed: int = 0) -> tu
     data = np.asarray(diffs, dtype=float)
     medians = np.median(rng.choice(data, size=(n, len(data)), replace=True), axis=1)
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def benchmark_datasets(*, quick: bool) -> list[str]:
+    """The datasets the search sections compare on: digits alone in a quick run."""
+    from optuna_rnn import DATASETS
+
+    if quick:
+        return ["digits"]
+    return [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]

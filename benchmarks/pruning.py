@@ -15,8 +15,7 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 
 from benchmarks.budget import BudgetRun, run_budget
-from benchmarks.common import Section, machine, table
-from optuna_rnn import DATASETS
+from benchmarks.common import Section, benchmark_datasets, machine, table
 
 PRUNERS = ("median", "hyperband")
 
@@ -39,11 +38,7 @@ def _one(dataset: str, seed: int, n_trials: int, max_epochs: int) -> list[tuple[
 
 
 def run(*, quick: bool = False) -> Section:
-    datasets = (
-        ["digits"]
-        if quick
-        else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
-    )
+    datasets = benchmark_datasets(quick=quick)
     seeds = range(1 if quick else 5)
     n_trials, max_epochs = (4, 3) if quick else (12, 10)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:

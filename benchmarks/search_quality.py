@@ -18,8 +18,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.budget import METHODS, BudgetRun, run_budget
-from benchmarks.common import Section, bootstrap_ci, machine, table
-from optuna_rnn import DATASETS
+from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, machine, table
 
 FRACTIONS = (0.25, 0.5, 1.0)
 DEFAULT = "default (tpe + median)"
@@ -64,11 +63,7 @@ def plot(runs: list[BudgetRun], dataset: str, budget: int, path: Path) -> None:
 
 
 def run(*, quick: bool = False) -> Section:
-    datasets = (
-        ["digits"]
-        if quick
-        else [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
-    )
+    datasets = benchmark_datasets(quick=quick)
     seeds = range(2 if quick else 10)
     max_epochs, budget = (3, 12) if quick else (10, 120)
     jobs = [(d, m, s) for d in datasets for s in seeds for m in METHODS]
