@@ -81,8 +81,13 @@ def run_budget(
     max_epochs: int,
     enqueue: list[dict[str, Any]] | None = None,
     pruner: str | None = None,
+    pruner_object: optuna.pruners.BasePruner | None = None,
 ) -> BudgetRun:
-    """Run trials until ``budget`` epochs are spent; ``enqueue`` replays fixed params in order."""
+    """Run trials until ``budget`` epochs are spent; ``enqueue`` replays fixed params in order.
+
+    ``pruner`` names one of the package's pruners; ``pruner_object`` replaces it with any
+    Optuna pruner (to compare settings the command line does not name).
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -100,6 +105,8 @@ def run_budget(
     with tempfile.TemporaryDirectory() as tmp:
         session = open_session("budget", storage=str(Path(tmp) / "s.log"), given=given, create=True)
         study = session.study
+        if pruner_object is not None:
+            study.pruner = pruner_object
         for params in enqueue or []:
             study.enqueue_trial(params)
         objective = session.objective(device="cpu")

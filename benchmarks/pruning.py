@@ -12,18 +12,31 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+
+import optuna
 
 from benchmarks.budget import BudgetRun, run_budget
 from benchmarks.common import Section, benchmark_datasets, machine, table
 
-PRUNERS = ("median", "hyperband")
+# The candidates for the package's default, built for trials of at most ``max_epochs`` epochs.
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=min(3, e - 1)
+    ),
+    "median, 5 start-up, warm-up 1": lambda e: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=min(1, e - 1)
+    ),
+    "hyperband": lambda e: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=e),
+    "successive halving": lambda e: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+}
 
 
 def _one(dataset: str, seed: int, n_trials: int, max_epochs: int) -> list[tuple[str, BudgetRun]]:
     free = run_budget(dataset, "tpe, no pruning", seed, budget=n_trials * max_epochs, max_epochs=max_epochs)
     out = [("none", free)]
-    for pruner in PRUNERS:
+    for label, make in PRUNERS.items():
         replay = run_budget(
             dataset,
             "tpe, no pruning",
@@ -31,16 +44,16 @@ def _one(dataset: str, seed: int, n_trials: int, max_epochs: int) -> list[tuple[
             budget=10**9,
             max_epochs=max_epochs,
             enqueue=free.all_params,
-            pruner=pruner,
+            pruner_object=make(max_epochs),
         )
-        out.append((pruner, replay))
+        out.append((label, replay))
     return out
 
 
 def run(*, quick: bool = False) -> Section:
     datasets = benchmark_datasets(quick=quick)
     seeds = range(1 if quick else 5)
-    n_trials, max_epochs = (4, 3) if quick else (12, 10)
+    n_trials, max_epochs = (6, 3) if quick else (20, 10)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {(d, s): pool.submit(_one, d, s, n_trials, max_epochs) for d in datasets for s in seeds}
         results = {k: f.result() for k, f in futures.items()}
