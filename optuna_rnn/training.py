@@ -90,7 +90,11 @@ class Callback:
         """Called after each epoch's training and validation."""
 
     def on_train_end(self, state: TrainState) -> None:
-        """Called once at the end, whether training finished, stopped or was pruned."""
+        """Called once at the end, whether training finished, stopped or was pruned.
+
+        Every callback's hook runs even when an earlier one raises; :meth:`Trainer.fit`
+        then raises the first such error, unless training itself had already failed.
+        """
 
 
 @dataclass
@@ -117,6 +121,16 @@ class TrainState:
     extras: dict[str, Any] = field(default_factory=dict)
     best_weights: dict[str, torch.Tensor] | None = None
     scaler: torch.amp.GradScaler | None = None
+    abort: BaseException | None = None
+
+    def stop_now(self, error: BaseException) -> None:
+        """Abandon the running epoch at its next batch and raise ``error`` from :meth:`Trainer.fit`.
+
+        Safe to call from another thread (a background check that finishes
+        while the next epoch trains). The abandoned epoch is not recorded:
+        ``epoch`` and ``history`` stay at the last finished epoch.
+        """
+        self.abort = error
 
     @property
     def seconds(self) -> float:
@@ -186,6 +200,22 @@ class FitResult:
     stop_reason: str
     seconds: float
     history: list[dict[str, float]]
+
+
+def _end_training(callbacks: Sequence[Callback], state: TrainState, failure: BaseException | None) -> None:
+    """Call every ``on_train_end``, even after one raises; then raise the first error.
+
+    When training itself failed (``failure``), that error goes on alone: a
+    callback's error at the end never masks it.
+    """
+    errors = []
+    for cb in callbacks:
+        try:
+            cb.on_train_end(state)
+        except Exception as exc:
+            errors.append(exc)
+    if errors and failure is None:
+        raise errors[0]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -300,6 +330,7 @@ class Trainer:
         loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
         scaler = state.scaler
         all_callbacks = [*self.callbacks, *callbacks]
+        failure: BaseException | None = None
         try:
             for cb in all_callbacks:
                 cb.on_train_begin(state)
@@ -308,6 +339,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 with shutdown.interruptible():  # Ctrl-C/SIGTERM stop the epoch at once, not the callbacks
                     train_sum, norm_max = self._train_epoch(state, train, loss_fn, scaler)
+                    if state.abort is not None:
+                        state.epoch -= 1
+                        raise state.abort
                     val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
                     totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
                 state.train_loss = totals[0] / len(train)
@@ -329,9 +363,11 @@ class Trainer:
                     state.best_weights = copy.deepcopy(model.state_dict())
                 for cb in all_callbacks:
                     cb.on_epoch_end(state)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            for cb in all_callbacks:
-                cb.on_train_end(state)
+            _end_training(all_callbacks, state, failure)
         if state.best_weights is not None:
             model.load_state_dict(state.best_weights)
         return FitResult(
@@ -362,6 +398,8 @@ class Trainer:
         norm_max = torch.zeros((), device=self.device)
         clip = hp.grad_clip
         for xb, yb, lb in iterate_batches(train, hp.batch_size, generator=state.generator):
+            if state.abort is not None:
+                break
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss = loss_fn(model(xb, lb), yb)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 
 import optuna
 import pytest
 import torch
+from optuna.trial import FrozenTrial
 
 from optuna_rnn import (
     Choice,
@@ -12,13 +15,14 @@ from optuna_rnn import (
     DivergenceGuard,
     EarlyStopping,
     Hyperparams,
+    PruningCallback,
     SearchSpace,
     Trainer,
     build_model,
     load_dataset,
 )
 from optuna_rnn.data import SequenceData
-from optuna_rnn.training import make_optimizer
+from optuna_rnn.training import Callback, TrainState, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,113 @@ def test_best_epoch_weights_are_restored(digits: SequenceData) -> None:
     trainer = Trainer(max_epochs=5, seed=0, device="cpu")
     result = trainer.fit(model, digits, hp)
     assert math.isclose(trainer.evaluate(model, digits, "valid"), result.best_value)
+
+
+class _StopAt(Callback):
+    """Asks the trainer to stop at once after ``epoch``, as a background check would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.ended_at: int | None = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch == self.epoch:
+            state.stop_now(RuntimeError("stop requested"))
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.ended_at = state.epoch
+
+
+class _Raises(Callback):
+    def on_train_end(self, state: TrainState) -> None:
+        raise ValueError("from on_train_end")
+
+
+def test_stop_now_abandons_the_next_epoch_and_keeps_the_finished_ones(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=8, batch_size=64)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    stop, later = _StopAt(2), _StopAt(99)
+    with pytest.raises(RuntimeError, match="stop requested"):
+        Trainer(max_epochs=5, seed=0, device="cpu").fit(model, digits, hp, callbacks=[stop, _Raises(), later])
+    # every on_train_end ran, after a raising one too, and saw the last finished epoch;
+    # the error from on_train_end did not mask the stop
+    assert stop.ended_at == later.ended_at == 2
+
+
+def test_an_error_in_on_train_end_is_raised_after_the_others_ran(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=8, batch_size=256)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    later = _StopAt(99)
+    with pytest.raises(ValueError, match="from on_train_end"):
+        Trainer(max_epochs=1, seed=0, device="cpu").fit(model, digits, hp, callbacks=[_Raises(), later])
+    assert later.ended_at == 1
+
+
+class _PruneFrom(optuna.pruners.BasePruner):
+    """Prunes every trial from ``step`` on; with ``until``, answers only once that event is set."""
+
+    def __init__(self, step: int, until: threading.Event | None = None) -> None:
+        self.step, self.until = step, until
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step is None or trial.last_step < self.step:
+            return False
+        if self.until is not None:
+            assert self.until.wait(timeout=60)
+        return True
+
+
+class _SetAt(Callback):
+    def __init__(self, epoch: int, event: threading.Event) -> None:
+        self.epoch, self.event = epoch, event
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch == self.epoch:
+            self.event.set()
+
+
+def _pruned_trial(
+    digits: SequenceData,
+    pruner: optuna.pruners.BasePruner,
+    *,
+    background: bool,
+    first: Sequence[Callback] = (),
+) -> FrozenTrial:
+    hp = Hyperparams(cell="gru", hidden_size=8, batch_size=32)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    recorded: list[int] = []
+
+    class Record(Callback):
+        def on_train_end(self, state: TrainState) -> None:
+            recorded.append(state.epoch)
+
+    def objective(trial: optuna.Trial) -> float:
+        model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+        callbacks = [*first, PruningCallback(trial, background=background), Record()]
+        trainer = Trainer(max_epochs=6, seed=0, device="cpu")
+        return trainer.fit(model, digits, hp, callbacks=callbacks).best_value
+
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == list(range(1, recorded[0] + 1))
+    return trial
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_pruning_stops_at_the_judged_epoch(digits: SequenceData, background: bool) -> None:
+    trial = _pruned_trial(digits, _PruneFrom(2), background=background)
+    # in the background the verdict normally lands while epoch 3 trains, which is then abandoned
+    assert max(trial.intermediate_values) in ((2,) if not background else (2, 3))
+
+
+def test_a_verdict_slower_than_an_epoch_prunes_at_the_epoch_after(digits: SequenceData) -> None:
+    epoch_3_done = threading.Event()
+    pruner = _PruneFrom(2, until=epoch_3_done)
+    trial = _pruned_trial(digits, pruner, background=True, first=[_SetAt(3, epoch_3_done)])
+    assert max(trial.intermediate_values) == 3
+
+
+def test_the_last_epoch_is_judged_before_fit_returns(digits: SequenceData) -> None:
+    trial = _pruned_trial(digits, _PruneFrom(6), background=True)
+    assert max(trial.intermediate_values) == 6
