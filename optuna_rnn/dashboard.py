@@ -327,7 +327,7 @@ class StudyDashboard:
     trials). Call :meth:`update` once the study stops so the last trials show.
     """
 
-    def __init__(self, session: StudySession, *, min_interval: float = 10.0, max_share: float = 0.05) -> None:
+    def __init__(self, session: StudySession, *, min_interval: float = 10.0, max_share: float = 0.01) -> None:
         self.session = session
         self.min_interval = min_interval
         self.max_share = max_share
