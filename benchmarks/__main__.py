@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = common.set_output_dir(quick=args.quick)
     results = out_dir / "RESULTS.md"
-    existing = _split(results.read_text()) if results.exists() and args.only else {}
+    written: dict[str, str] = {}
     for name in args.only or SECTIONS:
         try:
             module = importlib.import_module(f"benchmarks.{name}")
@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] running{' (quick)' if args.quick else ''} ...", flush=True)
         t0 = time.perf_counter()
         section = module.run(quick=args.quick)
-        existing[name] = section.markdown() + f"\n_Section run time: {time.perf_counter() - t0:.0f} s._\n"
+        written[name] = section.markdown() + f"\n_Section run time: {time.perf_counter() - t0:.0f} s._\n"
         print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-        _write(results, existing, quick=args.quick)
+        # Read the file again just before writing: another `--only` run may have updated it meanwhile.
+        kept = _split(results.read_text()) if results.exists() and args.only else {}
+        _write(results, {**kept, **written}, quick=args.quick)
     print(f"wrote {results}")
     return 0
 

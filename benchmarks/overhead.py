@@ -134,9 +134,8 @@ def run(*, quick: bool = False) -> Section:
                         f"{100 * m['share_epochs']:.1f}%",
                     ]
                 )
-                print(
-                    f"  {label:12} {size:5} trials: {m['per_trial'] * 1000:.0f} ms/trial ({100 * m['share']:.1f}%)"
-                )
+                ms, share = m["per_trial"] * 1000, 100 * m["share"]
+                print(f"  {label:12} {size:5} trials: {ms:.0f} ms/trial ({share:.1f}%)")
     body = (
         f"Machine: {machine()}. The `{dataset}` study with its defaults (median pruner, at most "
         f"{max_epochs} epochs, early stopping), {n_measured} trials measured on top of the study's size. "
