@@ -37,6 +37,7 @@ import torch
 from optuna_rnn.artifacts import model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.data import Dataset
+from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
 from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
 from optuna_rnn.space import SearchSpace
@@ -85,6 +86,12 @@ class Objective:
         return self.metric.direction
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        finally:
+            release_memory()  # the trial's model and optimiser are out of scope by now
+
+    def _run(self, trial: optuna.Trial) -> float:
         hp = self.space.suggest(trial, task=self.dataset.task)
         data = self.dataset.windowed(hp.window)
         seed = self._trial_seed(trial)
