@@ -100,7 +100,7 @@ def measure(storage: str, dataset: str, size: int, n_measured: int, max_epochs: 
 
 def _postgres_ok() -> bool:
     try:
-        optuna.storages.RDBStorage(POSTGRES)
+        open_storage(POSTGRES)
         return True
     except Exception:
         return False
