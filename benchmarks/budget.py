@@ -80,13 +80,11 @@ def run_budget(
     budget: int,
     max_epochs: int,
     enqueue: list[dict[str, Any]] | None = None,
-    pruner: str | None = None,
-    pruner_object: optuna.pruners.BasePruner | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> BudgetRun:
     """Run trials until ``budget`` epochs are spent; ``enqueue`` replays fixed params in order.
 
-    ``pruner`` names one of the package's pruners; ``pruner_object`` replaces it with any
-    Optuna pruner (to compare settings the command line does not name).
+    ``pruner`` replaces the method's pruner (to compare settings the command line does not name).
     """
     import torch
 
@@ -96,7 +94,7 @@ def run_budget(
     given = {
         "dataset": DatasetSpec(name=dataset),
         "sampler": sampler,
-        "pruner": pruner or default_pruner,
+        "pruner": default_pruner,
         "seed": seed,
         "max_epochs": max_epochs,
     }
@@ -105,8 +103,8 @@ def run_budget(
     with tempfile.TemporaryDirectory() as tmp:
         session = open_session("budget", storage=str(Path(tmp) / "s.log"), given=given, create=True)
         study = session.study
-        if pruner_object is not None:
-            study.pruner = pruner_object
+        if pruner is not None:
+            study.pruner = pruner
         for params in enqueue or []:
             study.enqueue_trial(params)
         objective = session.objective(device="cpu")

@@ -20,31 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks.common import Section, machine, table
-from benchmarks.handwritten import run_handwritten_study
-from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace, load_dataset
+from benchmarks.handwritten import HANDWRITTEN_SPACE, handwritten_pruner, run_handwritten_study
+from optuna_rnn import DatasetSpec, load_dataset
 from optuna_rnn.study import open_session, run_trials
-
-# What benchmarks/handwritten.py samples, in the package's terms; the rest fixed to its choices.
-HANDWRITTEN_SPACE = SearchSpace(
-    cell="lstm",
-    hidden_size=IntRange(16, 128, log=True),
-    num_layers=IntRange(1, 2),
-    bidirectional=False,
-    dropout=FloatRange(0.0, 0.5),
-    optimizer=Choice(("adam", "rmsprop", "sgd")),
-    lr=FloatRange(1e-4, 1e-1, log=True),
-    batch_size=32,
-    weight_decay=0.0,
-    momentum=0.0,
-    nesterov=False,
-    beta1=0.9,
-    beta2=0.999,
-    rmsprop_alpha=0.99,
-    input_init="xavier_uniform",
-    recurrent_init="orthogonal",
-    forget_bias=1.0,
-    grad_clip=None,
-)
 
 
 def package_study(
@@ -59,7 +37,7 @@ def package_study(
             "digits", storage=f"sqlite:///{Path(tmp) / 'optuna-rnn.db'}", given=given, create=True
         )
         if like_handwritten:
-            session.study.pruner = optuna.pruners.MedianPruner()
+            session.study.pruner = handwritten_pruner()
         run_trials(session, n_trials=n_trials, progress=False)
         session.best_test()
         return time.perf_counter() - t0, session.study

@@ -19,17 +19,17 @@ import optuna
 
 from benchmarks.budget import BudgetRun, run_budget
 from benchmarks.common import Section, benchmark_datasets, machine, table
+from optuna_rnn.study import make_pruner
 
-# The candidates for the package's default, built for trials of at most ``max_epochs`` epochs.
+# The candidates for the package's default, built for trials of at most ``max_epochs`` epochs:
+# the package's own median (warm-up 3), Hyperband and successive halving, and a shorter warm-up.
 PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
-        n_startup_trials=5, n_warmup_steps=min(3, e - 1)
-    ),
+    "median, 5 start-up, warm-up 3": lambda e: make_pruner("median", max_epochs=e),
     "median, 5 start-up, warm-up 1": lambda e: optuna.pruners.MedianPruner(
         n_startup_trials=5, n_warmup_steps=min(1, e - 1)
     ),
-    "hyperband": lambda e: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=e),
-    "successive halving": lambda e: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+    "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
+    "successive halving": lambda e: make_pruner("successive-halving", max_epochs=e),
 }
 
 
@@ -44,7 +44,7 @@ def _one(dataset: str, seed: int, n_trials: int, max_epochs: int) -> list[tuple[
             budget=10**9,
             max_epochs=max_epochs,
             enqueue=free.all_params,
-            pruner_object=make(max_epochs),
+            pruner=make(max_epochs),
         )
         out.append((label, replay))
     return out
