@@ -321,17 +321,19 @@ def publish(study: optuna.Study, *, best_test: dict[str, Any] | None = None) -> 
 class StudyDashboard:
     """Study callback that keeps the dashboard content of a running study up to date.
 
-    The first finished trial publishes at once; later ones only after
-    ``min_interval`` seconds, and never more often than keeps publishing
-    under ``max_share`` of the wall time (the cost grows with the number of
-    trials). Call :meth:`update` once the study stops so the last trials show.
+    The first finished trial of a new study publishes at once; later ones
+    only after ``min_interval`` seconds, and never more often than keeps
+    publishing under ``max_share`` of the wall time (the cost grows with the
+    number of trials). A resumed study already shows what it holds, so its
+    first publish also waits ``min_interval``. Call :meth:`update` once the
+    study stops so the last trials show.
     """
 
     def __init__(self, session: StudySession, *, min_interval: float = 10.0, max_share: float = 0.01) -> None:
         self.session = session
         self.min_interval = min_interval
         self.max_share = max_share
-        self._last: float | None = None
+        self._last: float | None = time.monotonic() if session.finished() else None
         self._cost = 0.0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

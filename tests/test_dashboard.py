@@ -161,6 +161,21 @@ def test_note_is_published_as_the_study_runs_and_throttled(tmp_path, tiny_space)
     final = get_note(session.study)
     assert "| 3 | 0 | 0 | 0 |" in final and f"**Trial #{session.study.best_trial.number}**" in final
 
+    # Resumed, the study already shows its 3 trials: the next trial does not republish at once,
+    # and the end of the run does.
+    started = time.monotonic()
+    seen.clear()
+    run_trials(
+        session,
+        n_trials=4,
+        progress=False,
+        callbacks=[lambda study, _: seen.append((time.monotonic(), get_note(study)))],
+    )
+    assert len(seen) == 1
+    if seen[0][0] - started < 9:
+        assert "| 3 | 0 | 0 | 0 |" in seen[0][1]
+    assert "| 4 | 0 | 0 | 0 |" in get_note(session.study)
+
 
 def test_dashboard_refuses_a_missing_storage_and_creates_nothing(run_cli, tmp_path) -> None:
     cases = [
