@@ -16,7 +16,16 @@ import time
 
 from benchmarks import common
 
-SECTIONS = ("epoch_speed", "end_to_end", "search_quality", "pruning", "overhead", "memory", "workers")
+SECTIONS = (
+    "epoch_speed",
+    "end_to_end",
+    "search_quality",
+    "pruner_choice",
+    "pruning",
+    "overhead",
+    "memory",
+    "workers",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

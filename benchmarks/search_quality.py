@@ -24,7 +24,7 @@ FRACTIONS = (0.25, 0.5, 1.0)
 DEFAULT = "default (tpe + median)"
 
 
-def _gain(run: BudgetRun, reference: BudgetRun, epochs: float) -> float:
+def gain(run: BudgetRun, reference: BudgetRun, epochs: float) -> float:
     a, b = run.best_at(epochs), reference.best_at(epochs)
     return a - b if run.direction == "maximize" else b - a
 
@@ -86,7 +86,7 @@ def run(*, quick: bool = False) -> Section:
                 vals = [by[method, s].best_at(f * budget) for s in seeds]
                 row.append(statistics.median(vals))
                 if method != "random":
-                    gains = [_gain(by[method, s], by["random", s], f * budget) for s in seeds]
+                    gains = [gain(by[method, s], by["random", s], f * budget) for s in seeds]
                     lo, hi = bootstrap_ci(gains)
                     row.append(f"{statistics.median(gains):+.4f} [{lo:+.4f}, {hi:+.4f}]")
                 else:

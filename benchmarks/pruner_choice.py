@@ -1,0 +1,110 @@
+"""Choosing the default pruner: TPE with each candidate pruner at an equal epoch budget.
+
+The search-quality section compares the package's default with random and grid search; this
+one holds the sampler fixed (the package's TPE) and varies the pruner, on the same datasets,
+seeds and budget, against the same random-search reference. A pruner decides how many
+configurations the budget buys (a pruned trial costs only its epochs) and how often a good
+configuration is stopped before it shows it is good; the candidates differ in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import statistics
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+import optuna
+
+from benchmarks.budget import BudgetRun, run_budget
+from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, machine, table
+from benchmarks.search_quality import epochs_to_reach, gain
+from optuna_rnn.study import make_pruner
+
+CANDIDATES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=min(3, e - 1)
+    ),
+    "median, 2 start-up, warm-up 1": lambda e: optuna.pruners.MedianPruner(
+        n_startup_trials=2, n_warmup_steps=min(1, e - 1)
+    ),
+    "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
+    "successive halving": lambda e: make_pruner("successive-halving", max_epochs=e),
+}
+REFERENCE = "random"
+
+
+def _run(dataset: str, label: str, seed: int, budget: int, max_epochs: int) -> BudgetRun:
+    if label == REFERENCE:
+        return run_budget(dataset, REFERENCE, seed, budget=budget, max_epochs=max_epochs)
+    pruner = CANDIDATES[label](max_epochs)
+    return run_budget(dataset, "tpe, no pruning", seed, budget=budget, max_epochs=max_epochs, pruner=pruner)
+
+
+def run(*, quick: bool = False) -> Section:
+    datasets = benchmark_datasets(quick=quick)
+    seeds = range(2 if quick else 10)
+    max_epochs, budget = (3, 12) if quick else (10, 120)
+    labels = [REFERENCE, *CANDIDATES]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            (d, label, s): pool.submit(_run, d, label, s, budget, max_epochs)
+            for d in datasets
+            for s in seeds
+            for label in labels
+        }
+        runs = {k: f.result() for k, f in futures.items()}
+    rows = []
+    for dataset in datasets:
+        for label in CANDIDATES:
+            mine = [runs[dataset, label, s] for s in seeds]
+            ref = [runs[dataset, REFERENCE, s] for s in seeds]
+            reach = statistics.median(
+                epochs_to_reach(r, q.best_at(budget)) / budget for r, q in zip(mine, ref, strict=True)
+            )
+            gains = [gain(r, q, budget) for r, q in zip(mine, ref, strict=True)]
+            lo, hi = bootstrap_ci(gains)
+            tests = [r.test_value for r in mine if r.test_value is not None]
+            rows.append(
+                [
+                    dataset,
+                    label,
+                    "never" if math.isinf(reach) else f"{100 * reach:.0f}%",
+                    statistics.median(r.best_at(budget / 2) for r in mine),
+                    statistics.median(r.best_at(budget) for r in mine),
+                    f"{statistics.median(gains):+.4f} [{lo:+.4f}, {hi:+.4f}]",
+                    statistics.median(tests) if tests else "",
+                    statistics.median(r.trials for r in mine),
+                    statistics.median(r.pruned for r in mine),
+                ]
+            )
+    body = (
+        f"Machine: {machine()}. TPE as the package configures it, with each candidate pruner; budget "
+        f"{budget} epochs per run, at most {max_epochs} epochs per trial, {len(seeds)} paired seeds shared "
+        "with random search (the reference). 'reach' is the share of the budget the run needs to match "
+        "random search's final best (paired, median over seeds); 'vs random' is the median paired gain "
+        "at the full budget (positive = better) with its bootstrap 95% interval.\n\n"
+        + table(
+            [
+                "dataset",
+                "pruner",
+                "reach random's best",
+                "best val @50%",
+                "best val @100%",
+                "vs random @100%",
+                "test of best",
+                "trials",
+                "pruned",
+            ],
+            rows,
+        )
+    )
+    return Section("Choosing the default pruner", "python -m benchmarks --only pruner_choice", body)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    print(run(quick=parser.parse_args().quick).markdown())
