@@ -32,7 +32,7 @@ chromium:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy optuna_rnn
+	$(BIN)/mypy optuna_rnn benchmarks
 
 check: lint test
 

@@ -6,11 +6,15 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_DIR = HERE
@@ -98,3 +102,24 @@ def benchmark_datasets(*, quick: bool) -> list[str]:
     if quick:
         return ["digits"]
     return [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
+
+
+def in_processes(
+    fn: Callable[..., T], jobs: Mapping[K, tuple[Any, ...]], *, desc: str, **kwargs: object
+) -> dict[K, T]:
+    """``{key: fn(*args, **kwargs)}`` for each job, two at a time in fresh processes, with a progress bar.
+
+    Two spawned processes keep both cores of the reference machine busy; each sets its own torch
+    thread count (see :func:`benchmarks.budget.run_budget`).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *args, **kwargs): key for key, args in jobs.items()}
+        results = {}
+        for done in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run"):
+            results[futures[done]] = done.result()
+    return {key: results[key] for key in jobs}

@@ -7,6 +7,8 @@ median pruner, in-memory storage. It trains on the same train/valid split as the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import optuna
 import torch
 from torch import nn
@@ -53,7 +55,7 @@ class LSTMClassifier(nn.Module):
         return self.fc(out[:, -1])
 
 
-def make_objective(data: SequenceData, *, max_epochs: int = 10):
+def make_objective(data: SequenceData, *, max_epochs: int = 10) -> Callable[[optuna.Trial], float]:
     train = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH, shuffle=True)
     valid = DataLoader(TensorDataset(data.valid.X, data.valid.y), batch_size=BATCH)
 
@@ -78,7 +80,7 @@ def make_objective(data: SequenceData, *, max_epochs: int = 10):
             with torch.no_grad():
                 for x, y in valid:
                     correct += model(x).argmax(dim=1).eq(y).sum().item()
-            accuracy = correct / len(valid.dataset)
+            accuracy = correct / len(data.valid.y)
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import optuna
 
 from benchmarks.budget import BudgetRun, run_budget
-from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, machine, table
+from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, in_processes, machine, table
 from benchmarks.search_quality import epochs_to_reach, gain
 from optuna_rnn.study import make_pruner
 
@@ -48,14 +46,10 @@ def run(*, quick: bool = False) -> Section:
     seeds = range(2 if quick else 10)
     max_epochs, budget = (3, 12) if quick else (10, 120)
     labels = [REFERENCE, *CANDIDATES]
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            (d, label, s): pool.submit(_run, d, label, s, budget, max_epochs)
-            for d in datasets
-            for s in seeds
-            for label in labels
-        }
-        runs = {k: f.result() for k, f in futures.items()}
+    jobs = {
+        (d, label, s): (d, label, s, budget, max_epochs) for d in datasets for s in seeds for label in labels
+    }
+    runs = in_processes(_run, jobs, desc="pruner_choice")
     rows = []
     for dataset in datasets:
         for label in CANDIDATES:

@@ -10,15 +10,13 @@ configuration that was best without pruning got pruned.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 
 import optuna
 
 from benchmarks.budget import BudgetRun, run_budget
-from benchmarks.common import Section, benchmark_datasets, machine, table
+from benchmarks.common import Section, benchmark_datasets, in_processes, machine, table
 from optuna_rnn.study import make_pruner
 
 # The candidates for the package's default, built for trials of at most ``max_epochs`` epochs:
@@ -54,9 +52,8 @@ def run(*, quick: bool = False) -> Section:
     datasets = benchmark_datasets(quick=quick)
     seeds = range(1 if quick else 5)
     n_trials, max_epochs = (6, 3) if quick else (20, 10)
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {(d, s): pool.submit(_one, d, s, n_trials, max_epochs) for d in datasets for s in seeds}
-        results = {k: f.result() for k, f in futures.items()}
+    jobs = {(d, s): (d, s, n_trials, max_epochs) for d in datasets for s in seeds}
+    results = in_processes(_one, jobs, desc="pruning")
     rows = []
     for dataset in datasets:
         for pruner in ("none", *PRUNERS):

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from benchmarks import common
 from benchmarks.budget import METHODS, BudgetRun, run_budget
-from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, machine, table
+from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, in_processes, machine, table
 
 FRACTIONS = (0.25, 0.5, 1.0)
 DEFAULT = "default (tpe + median)"
@@ -66,10 +64,10 @@ def run(*, quick: bool = False) -> Section:
     datasets = benchmark_datasets(quick=quick)
     seeds = range(2 if quick else 10)
     max_epochs, budget = (3, 12) if quick else (10, 120)
-    jobs = [(d, m, s) for d in datasets for s in seeds for m in METHODS]
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_budget, d, m, s, budget=budget, max_epochs=max_epochs) for d, m, s in jobs]
-        runs = [f.result() for f in futures]
+    jobs = {(d, m, s): (d, m, s) for d in datasets for s in seeds for m in METHODS}
+    runs = list(
+        in_processes(run_budget, jobs, desc="search_quality", budget=budget, max_epochs=max_epochs).values()
+    )
     parts = [
         f"Machine: {machine()}. Budget {budget} epochs per run, at most {max_epochs} epochs per trial, "
         f"{len(seeds)} paired seeds, two runs at a time (one thread each). Values are medians over seeds; "
@@ -91,7 +89,7 @@ def run(*, quick: bool = False) -> Section:
                     row.append(f"{statistics.median(gains):+.4f} [{lo:+.4f}, {hi:+.4f}]")
                 else:
                     row.append("")
-            tests = [by[method, s].test_value for s in seeds if by[method, s].test_value is not None]
+            tests = [v for s in seeds if (v := by[method, s].test_value) is not None]
             row.append(statistics.median(tests) if tests else "")
             row.append(statistics.median(by[method, s].trials for s in seeds))
             rows.append(row)
