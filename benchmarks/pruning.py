@@ -20,12 +20,16 @@ from benchmarks.common import Section, benchmark_datasets, in_processes, machine
 from optuna_rnn.study import make_pruner
 
 # The candidates for the package's default, built for trials of at most ``max_epochs`` epochs:
-# the package's own median (warm-up 3), Hyperband and successive halving, and a shorter warm-up.
+# Optuna's usual median (5 start-up trials) with a 3- and a 1-epoch warm-up, the package's
+# median, Hyperband and successive halving.
 PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median, 5 start-up, warm-up 3": lambda e: make_pruner("median", max_epochs=e),
+    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=min(3, e - 1)
+    ),
     "median, 5 start-up, warm-up 1": lambda e: optuna.pruners.MedianPruner(
         n_startup_trials=5, n_warmup_steps=min(1, e - 1)
     ),
+    "median, 2 start-up, warm-up 1 (default)": lambda e: make_pruner("median", max_epochs=e),
     "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
     "successive halving": lambda e: make_pruner("successive-halving", max_epochs=e),
 }
