@@ -18,13 +18,12 @@ import optuna
 
 from benchmarks.budget import BudgetRun, run_budget
 from benchmarks.common import Section, benchmark_datasets, bootstrap_ci, in_processes, machine, table
+from benchmarks.pruning import PRUNERS
 from benchmarks.search_quality import epochs_to_reach, gain
 from optuna_rnn.study import make_pruner
 
 CANDIDATES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
-        n_startup_trials=5, n_warmup_steps=min(3, e - 1)
-    ),
+    "median, 5 start-up, warm-up 3": PRUNERS["median, 5 start-up, warm-up 3"],  # the previous default
     "median, 2 start-up, warm-up 1": lambda e: make_pruner("median", max_epochs=e),  # the default
     "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
     "successive halving": lambda e: make_pruner("successive-halving", max_epochs=e),
