@@ -3,7 +3,8 @@
 The full run takes about an hour on 2 cores and rewrites ``benchmarks/RESULTS.md`` (plus its
 PNG plots). ``--quick`` is a smoke run of every section with tiny settings (under 3 minutes),
 written to ``benchmarks/quick/RESULTS.md`` so the committed results stay as measured.
-With ``--only``, just those sections run and replace their own part of the file.
+With ``--only``, just those sections run and replace their own part of the file. The search
+sections save each finished run; ``--resume`` picks an interrupted run up where it stopped.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs an interrupted run of the search sections finished (saved under .runs/)",
+    )
     args = parser.parse_args(argv)
     out_dir = common.set_output_dir(quick=args.quick)
+    common.RESUME = args.resume
     results = out_dir / "RESULTS.md"
     written: dict[str, str] = {}
     for name in args.only or SECTIONS:

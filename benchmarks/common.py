@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import statistics
 import time
@@ -18,6 +19,7 @@ T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_DIR = HERE
+RESUME = False  # set by ``--resume``: reuse the runs an interrupted run of a section finished
 
 
 def set_output_dir(*, quick: bool) -> Path:
@@ -104,22 +106,58 @@ def benchmark_datasets(*, quick: bool) -> list[str]:
     return [d for d in ("digits", "japanese_vowels", "sunspots", "co2") if d in DATASETS]
 
 
+class RunCache:
+    """Finished runs of one section, saved after each one so that ``--resume`` can skip them.
+
+    The search sections take hours on 2 cores; an interrupted run should not lose what it did.
+    A run is identified by the function, its arguments and keyword arguments, so a changed
+    setting runs again. The file lives under ``<output dir>/.runs/`` (ignored by git).
+    """
+
+    def __init__(self, name: str, *, resume: bool) -> None:
+        self.path = OUTPUT_DIR / ".runs" / f"{name}.pkl"
+        self.runs: dict[str, Any] = {}
+        if resume and self.path.exists():
+            self.runs = pickle.loads(self.path.read_bytes())
+
+    @staticmethod
+    def key(fn: Callable[..., object], args: tuple[Any, ...], kwargs: Mapping[str, object]) -> str:
+        return repr((fn.__module__, fn.__qualname__, args, sorted(kwargs.items())))
+
+    def add(self, key: str, result: object) -> None:
+        self.runs[key] = result
+        self.path.parent.mkdir(exist_ok=True)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_bytes(pickle.dumps(self.runs))
+        partial.replace(self.path)
+
+
 def in_processes(
     fn: Callable[..., T], jobs: Mapping[K, tuple[Any, ...]], *, desc: str, **kwargs: object
 ) -> dict[K, T]:
     """``{key: fn(*args, **kwargs)}`` for each job, two at a time in fresh processes, with a progress bar.
 
     Two spawned processes keep both cores of the reference machine busy; each sets its own torch
-    thread count (see :func:`benchmarks.budget.run_budget`).
+    thread count (see :func:`benchmarks.budget.run_budget`). Each finished run is saved in a
+    :class:`RunCache` named ``desc``; with ``--resume`` the runs found there are not run again.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args, **kwargs): key for key, args in jobs.items()}
-        results = {}
-        for done in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="run"):
-            results[futures[done]] = done.result()
-    return {key: results[key] for key in jobs}
+    cache = RunCache(desc, resume=RESUME)
+    keys = {job: RunCache.key(fn, args, kwargs) for job, args in jobs.items()}
+    results = {job: cache.runs[keys[job]] for job in jobs if keys[job] in cache.runs}
+    todo = {job: args for job, args in jobs.items() if job not in results}
+    with (
+        ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool,
+        tqdm(total=len(jobs), initial=len(results), desc=desc, unit="run") as bar,
+    ):
+        futures = {pool.submit(fn, *args, **kwargs): job for job, args in todo.items()}
+        for done in as_completed(futures):
+            job = futures[done]
+            results[job] = done.result()
+            cache.add(keys[job], results[job])
+            bar.update()
+    return {job: results[job] for job in jobs}
