@@ -5,6 +5,8 @@ PNG plots). ``--quick`` is a smoke run of every section with tiny settings (unde
 written to ``benchmarks/quick/RESULTS.md`` so the committed results stay as measured.
 With ``--only``, just those sections run and replace their own part of the file. The search
 sections save each finished run; ``--resume`` picks an interrupted run up where it stopped.
+What the numbers mean is written by hand in ``benchmarks/notes/<section>.md``, which is appended
+to the section each time it is rewritten (so a re-run keeps the analysis; update it to match).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] running{' (quick)' if args.quick else ''} ...", flush=True)
         t0 = time.perf_counter()
         section = module.run(quick=args.quick)
-        written[name] = section.markdown() + f"\n_Section run time: {time.perf_counter() - t0:.0f} s._\n"
+        notes = common.HERE / "notes" / f"{name}.md"
+        analysis = notes.read_text() + "\n" if notes.exists() and not args.quick else ""
+        run_time = f"_Section run time: {time.perf_counter() - t0:.0f} s._\n"
+        written[name] = section.markdown() + "\n" + analysis + run_time
         print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
         # Read the file again just before writing: another `--only` run may have updated it meanwhile.
         kept = _split(results.read_text()) if results.exists() and args.only else {}
