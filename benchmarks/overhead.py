@@ -13,10 +13,11 @@ run with its defaults (median pruner included). Two measures of what is not trai
 
 Overhead covers sampling, storage reads and writes, the per-epoch report and pruning check,
 model building, checkpoints, dashboard content and artifact upload. What a worker pays once per
-run rather than per trial (loading the study's trials, the closing dashboard update) is shown on
-its own: from the command's start to the first trial's start, plus from the last trial's end to
-the command's return. A real 1000-trial run spreads it over all of its trials; charging it to the
-few trials measured here would overstate the per-trial cost.
+run rather than per trial (the run's set-up, the closing dashboard update) is shown on its own:
+from the command's start to the first trial's start, plus from the last trial's end to the
+command's return. The worker here filled the study itself, so its trials are already in memory;
+a freshly started worker also reads them once. A real 1000-trial run spreads it over all of its
+trials; charging it to the few trials measured here would overstate the per-trial cost.
 
 Part of it is Optuna's own and would be paid by any objective on the same storage, sampler and
 pruner: **Optuna alone** replays the measured trials' shape with no training at all (ask with
@@ -183,8 +184,9 @@ def run(*, quick: bool = False) -> Section:
     body = (
         f"Machine: {machine()}. The `{dataset}` study with its defaults (median pruner, at most "
         f"{max_epochs} epochs, early stopping), {n_measured} trials measured on top of the study's size. "
-        "'once per run' is the worker's start-up and wrap-up (loading the study's trials, the closing "
-        "dashboard update), paid once however many trials it runs; 'trials s' is the wall-clock from "
+        "'once per run' is the worker's start-up and wrap-up (the run's set-up, the closing dashboard "
+        "update; the study's trials are already in its memory), paid once however many trials it runs; "
+        "'trials s' is the wall-clock from "
         "the first measured trial's start to the last one's end. 'vs bare training' subtracts a replay "
         "of the same trainings with a bare trainer; 'outside "
         "epochs' subtracts the epochs' own compute time. 'Optuna alone' is the same trials' sampling, "

@@ -226,9 +226,10 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
     """The pruner named ``name``; epochs are its steps.
 
     The median pruner (the default) judges a trial from its first epoch on, once 2 trials have
-    completed. Under an equal epoch budget this found random search's best with 36-42% of the
-    budget on three datasets, where Optuna's usual 5 start-up trials and a 3-epoch warm-up needed
-    54-58% and ended with worse forecasts (``benchmarks/RESULTS.md``, "Choosing the default pruner").
+    completed. Under an equal epoch budget TPE with it found random search's best with 36-45% of
+    the budget on all four benchmark datasets, where Optuna's usual 5 start-up trials and a 3-epoch
+    warm-up needed 54-58% and ended with worse forecasts (``benchmarks/RESULTS.md``, "Search
+    quality" and "Choosing the default pruner").
     """
     warmup = min(3, max(0, max_epochs - 1))
     if name == "median":
