@@ -28,10 +28,12 @@ each trial's learning curve, tell) and is shown as a share of the same trials wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +41,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from benchmarks.common import Section, machine, table
-from optuna_rnn import DATASETS, DatasetSpec, Trainer, build_model
+from optuna_rnn import DATASETS, DatasetSpec, Objective, Trainer, build_model
 from optuna_rnn.study import StudySession, open_session, open_storage, run_trials
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -100,17 +102,36 @@ def optuna_alone(session: StudySession, trials: list[optuna.trial.FrozenTrial]) 
     return time.perf_counter() - t0
 
 
-def measure(storage: str, dataset: str, size: int, n_measured: int, max_epochs: int) -> dict[str, float]:
-    """Overhead of ``n_measured`` trials run on a study that holds ``size`` trials."""
+@contextlib.contextmanager
+def _should_prune_every_epoch() -> Iterator[None]:
+    """Run the objective as a hand-written one would: Optuna's ``should_prune`` at every epoch."""
+    original = Objective._pruning
+    Objective._pruning = lambda self, trial: None  # type: ignore[assignment,method-assign,return-value]
+    try:
+        yield
+    finally:
+        Objective._pruning = original  # type: ignore[method-assign]
+
+
+def measure(
+    storage: str, dataset: str, size: int, n_measured: int, max_epochs: int, *, snapshot: bool = True
+) -> dict[str, float]:
+    """Overhead of ``n_measured`` trials run on a study that holds ``size`` trials.
+
+    ``snapshot=False`` asks Optuna's ``Trial.should_prune`` at every epoch instead of the
+    package's :class:`~optuna_rnn.PruningSnapshot`, to show what the snapshot saves.
+    """
     name = f"overhead-{uuid.uuid4().hex[:8]}"
     given = {"dataset": DatasetSpec(name=dataset), "seed": 0, "max_epochs": max_epochs}
     session = open_session(name, storage=storage, given=given, create=True)
+    checks = contextlib.nullcontext() if snapshot else _should_prune_every_epoch()
     try:
         run_trials(session, n_trials=5, progress=False)
         _fill(session.study, session.study.get_trials(states=(TrialState.COMPLETE,)), size)
         before = {t.number for t in session.study.get_trials(deepcopy=False)}
         started = datetime.now()
-        run_trials(session, n_trials=size + n_measured, progress=False)
+        with checks:
+            run_trials(session, n_trials=size + n_measured, progress=False)
         ended = datetime.now()
         new = [t for t in session.study.get_trials(deepcopy=False) if t.number not in before]
         first = min(t.datetime_start for t in new if t.datetime_start is not None)
@@ -157,30 +178,33 @@ def run(*, quick: bool = False) -> Section:
         }
         if _postgres_ok():
             storages["PostgreSQL"] = POSTGRES
-        for label, url in storages.items():
-            for size in sizes:
-                m = measure(url, dataset, size, n_measured, max_epochs)
-                rows.append(
-                    [
-                        label,
-                        size,
-                        f"{m['trials']:.0f} ({m['pruned']:.0f} pruned)",
-                        m["once"],
-                        m["wall"],
-                        m["bare"],
-                        m["per_trial"] * 1000,
-                        f"{100 * m['share']:.1f}%",
-                        f"{100 * m['share_epochs']:.1f}%",
-                        m["alone"] * 1000,
-                        f"{100 * m['alone_share']:.1f}%",
-                    ]
-                )
-                ms, share = m["per_trial"] * 1000, 100 * m["share"]
-                alone, once = m["alone"] * 1000, m["once"]
-                print(
-                    f"  {label:12} {size:5} trials: {ms:.0f} ms/trial ({share:.1f}%), Optuna {alone:.0f} ms, "
-                    f"once per run {once:.1f} s"
-                )
+        runs = [(label, url, size, True) for label, url in storages.items() for size in sizes]
+        # the same study judged by Optuna's should_prune at every epoch, as a hand-written objective is
+        runs += [(label, url, sizes[-1], False) for label, url in storages.items() if "://" in url]
+        for label, url, size, snapshot in runs:
+            m = measure(url, dataset, size, n_measured, max_epochs, snapshot=snapshot)
+            rows.append(
+                [
+                    label,
+                    "snapshot" if snapshot else "should_prune",
+                    size,
+                    f"{m['trials']:.0f} ({m['pruned']:.0f} pruned)",
+                    m["once"],
+                    m["wall"],
+                    m["bare"],
+                    m["per_trial"] * 1000,
+                    f"{100 * m['share']:.1f}%",
+                    f"{100 * m['share_epochs']:.1f}%",
+                    m["alone"] * 1000,
+                    f"{100 * m['alone_share']:.1f}%",
+                ]
+            )
+            ms, share = m["per_trial"] * 1000, 100 * m["share"]
+            alone, once = m["alone"] * 1000, m["once"]
+            print(
+                f"  {label:12} {rows[-1][1]:12} {size:5} trials: {ms:.0f} ms/trial ({share:.1f}%), "
+                f"Optuna {alone:.0f} ms, once per run {once:.1f} s"
+            )
     body = (
         f"Machine: {machine()}. The `{dataset}` study with its defaults (median pruner, at most "
         f"{max_epochs} epochs, early stopping), {n_measured} trials measured on top of the study's size. "
@@ -191,10 +215,13 @@ def run(*, quick: bool = False) -> Section:
         "of the same trainings with a bare trainer; 'outside "
         "epochs' subtracts the epochs' own compute time. 'Optuna alone' is the same trials' sampling, "
         "reports, pruning checks and results with no training: what any objective pays on that storage "
-        "with that sampler and pruner.\n\n"
+        "with that sampler and pruner, asking `should_prune` at every epoch. 'pruning check' is how the "
+        "package's trials were judged: against the worker's `PruningSnapshot` of the completed trials "
+        "(the default), or by Optuna's `should_prune` at every epoch, as a hand-written objective does.\n\n"
         + table(
             [
                 "storage",
+                "pruning check",
                 "trials in study",
                 "trials measured",
                 "once per run s",

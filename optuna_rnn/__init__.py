@@ -24,6 +24,7 @@ from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
 from optuna_rnn.errors import ConfigMismatchError, UsageError
 from optuna_rnn.models import RecurrentNet, build_model
 from optuna_rnn.objective import Objective
+from optuna_rnn.snapshot import PruningSnapshot
 from optuna_rnn.space import Choice, FloatRange, Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState
 
@@ -45,6 +46,7 @@ __all__ = [
     "KeepTopModels",
     "Objective",
     "PruningCallback",
+    "PruningSnapshot",
     "RecurrentNet",
     "SearchSpace",
     "SequenceData",

@@ -40,6 +40,7 @@ from optuna_rnn.data import Dataset
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
 from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
+from optuna_rnn.snapshot import PruningSnapshot
 from optuna_rnn.space import SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
 
@@ -79,6 +80,7 @@ class Objective:
         self.callbacks = list(callbacks)
         self.checkpoints = checkpoints
         self.metric = metric_for(dataset.task)
+        self._snapshot: PruningSnapshot | None = None
 
     @property
     def direction(self) -> str:
@@ -99,7 +101,7 @@ class Objective:
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("seed", seed)
-        callbacks: list[Callback] = [DivergenceGuard(), PruningCallback(trial)]
+        callbacks: list[Callback] = [DivergenceGuard(), PruningCallback(trial, snapshot=self._pruning(trial))]
         if self.patience is not None:
             callbacks.append(EarlyStopping(patience=self.patience))
         recorder = _CurveRecorder(trial)
@@ -142,6 +144,12 @@ class Objective:
         if checkpoint is not None:
             checkpoint.remove()
         return result.best_value
+
+    def _pruning(self, trial: optuna.Trial) -> PruningSnapshot:
+        """One snapshot of the completed trials per study, shared by the trials this worker runs."""
+        if self._snapshot is None or self._snapshot.study is not trial.study:
+            self._snapshot = PruningSnapshot(trial.study)
+        return self._snapshot
 
     def _trial_seed(self, trial: optuna.Trial) -> int:
         inherited = trial.user_attrs.get("seed")
