@@ -91,12 +91,17 @@ class PruningSnapshot:
 
     def _refresh(self, number: int) -> None:
         if self._copy is None:
-            self._copy = optuna.create_study(
-                storage=optuna.storages.InMemoryStorage(),
-                study_name=self.study.study_name,
-                direction=self.study.direction,
-                sampler=optuna.samplers.RandomSampler(),
-            )
+            verbosity = optuna.logging.get_verbosity()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" for a copy
+            try:
+                self._copy = optuna.create_study(
+                    storage=optuna.storages.InMemoryStorage(),
+                    study_name=self.study.study_name,
+                    direction=self.study.direction,
+                    sampler=optuna.samplers.RandomSampler(),
+                )
+            finally:
+                optuna.logging.set_verbosity(verbosity)
         trials = self.study.get_trials(deepcopy=False)
         new = [t for t in trials if t.state == TrialState.COMPLETE and t.number not in self._copied]
         self._copy.add_trials(

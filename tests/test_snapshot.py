@@ -115,3 +115,19 @@ def test_pruning_callback_with_a_snapshot_prunes_a_poor_trial(tmp_path: Path, ba
     assert trial.state == TrialState.PRUNED  # no accuracy reaches the completed trial's 1.0
     assert min(trial.intermediate_values) == 1
     assert not snapshot._stored  # the callback let go of the finished trial
+
+
+def test_the_copy_does_not_announce_itself(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    study = _sqlite_study(tmp_path, optuna.pruners.MedianPruner())
+    trial = study.ask()
+    trial.report(0.5, 0)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            PruningSnapshot(study).should_prune(trial, {0: 0.5})
+        assert "created in memory" not in caplog.text
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # restored
+    finally:
+        optuna.logging.set_verbosity(before)
