@@ -46,9 +46,13 @@ def package_study(
 def run(*, quick: bool = False) -> Section:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n_trials, max_epochs = (6, 3) if quick else (20, 10)
-    seeds = range(1 if quick else 3)
+    seeds = range(1 if quick else 5)
     data = load_dataset("digits")
     rows, ratios, same_ratios = [], [], []
+    # untimed warm-up of both sides: the first study in a process would pay torch's one-off set-up
+    package_study(0, n_trials=1, max_epochs=1)
+    run_handwritten_study(data, n_trials=1, seed=0)  # type: ignore[arg-type]
+    at_least_as_good = 0
     for seed in seeds:
         pkg_s, pkg = package_study(seed, n_trials=n_trials, max_epochs=max_epochs)
         same_s, same = package_study(seed, n_trials=n_trials, max_epochs=max_epochs, like_handwritten=True)
@@ -61,6 +65,7 @@ def run(*, quick: bool = False) -> Section:
             + [s.best_value for s in studies]
             + [" / ".join(str(sum(t.state == TrialState.PRUNED for t in s.trials)) for s in studies)]
         )
+        at_least_as_good += pkg.best_value >= hand.best_value
         ratios.append(pkg_s / hand_s)
         same_ratios.append(same_s / hand_s)
         print(f"  seed {seed}: package {pkg_s:.1f} s, same space {same_s:.1f} s, hand-written {hand_s:.1f} s")
@@ -84,7 +89,9 @@ def run(*, quick: bool = False) -> Section:
         )
         + f"\n\nMedian wall-clock ratio to the hand-written study: package with its defaults "
         f"**{statistics.median(ratios):.2f}**, package with the same space and pruner "
-        f"**{statistics.median(same_ratios):.2f}**."
+        f"**{statistics.median(same_ratios):.2f}**. The package's best validation accuracy is at least "
+        f"the hand-written study's on {at_least_as_good} of {len(seeds)} seeds. Both sides ran one "
+        "untimed warm-up study first."
     )
     return Section("End to end: 20-trial digits study", "python -m benchmarks --only end_to_end", body)
 
