@@ -9,7 +9,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from optuna_rnn import Hyperparams, PruningCallback, PruningSnapshot, Trainer, build_model, load_dataset
+from optuna_rnn import (
+    Hyperparams,
+    Objective,
+    PruningCallback,
+    PruningSnapshot,
+    SearchSpace,
+    Trainer,
+    build_model,
+    load_dataset,
+)
 
 
 def _curve(rng: random.Random, steps: int) -> dict[int, float]:
@@ -22,10 +31,27 @@ def _sqlite_study(tmp_path: Path, pruner: optuna.pruners.BasePruner) -> optuna.S
     return optuna.create_study(study_name="s", storage=storage, direction="maximize", pruner=pruner)
 
 
-def test_verdicts_match_should_prune_on_a_single_worker(tmp_path: Path) -> None:
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    study = _sqlite_study(tmp_path, pruner)
+@pytest.mark.parametrize(
+    ("pruner", "direction"),
+    [
+        (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1), "maximize"),
+        (
+            optuna.pruners.PercentilePruner(
+                25.0, n_startup_trials=3, n_warmup_steps=0, interval_steps=2, n_min_trials=2
+            ),
+            "minimize",
+        ),
+        (optuna.pruners.ThresholdPruner(lower=0.3), "maximize"),
+    ],
+    ids=["median", "percentile-interval-min-trials", "threshold"],
+)
+def test_verdicts_match_should_prune_on_a_single_worker(
+    tmp_path: Path, pruner: optuna.pruners.BasePruner, direction: str
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, direction=direction, pruner=pruner)
     snapshot = PruningSnapshot(study, max_age=3600)
+    assert snapshot.supported
     rng = random.Random(0)
     verdicts = []
     for _ in range(12):
@@ -123,11 +149,53 @@ def test_the_copy_does_not_announce_itself(tmp_path: Path, caplog: pytest.LogCap
     trial.report(0.5, 0)
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.INFO)
+    optuna.logging.enable_propagation()  # Optuna's records reach caplog only through propagation
     try:
-        caplog.clear()
         with caplog.at_level("INFO"):
+            optuna.create_study()  # the records do get here: a study of our own is announced
+            assert "created in memory" in caplog.text
+            caplog.clear()
             PruningSnapshot(study).should_prune(trial, {0: 0.5})
         assert "created in memory" not in caplog.text
-        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # restored
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # left alone
     finally:
+        optuna.logging.disable_propagation()
         optuna.logging.set_verbosity(before)
+
+
+def test_a_step_reported_twice_counts_with_its_first_value(tmp_path: Path) -> None:
+    # A retry that restarts before its inherited epochs reports them again; Optuna keeps the first value.
+    study = _sqlite_study(tmp_path, optuna.pruners.MedianPruner(n_startup_trials=1))
+    study.add_trial(create_trial(value=0.5, intermediate_values={1: 0.5}))
+    trial = study.ask()
+    trial.report(0.9, 1)  # inherited
+    with pytest.warns(UserWarning, match="already reported"):
+        trial.report(0.1, 1)  # reported again by the retry: ignored by Optuna
+    assert not trial.should_prune()
+    assert not PruningSnapshot(study).should_prune(trial, {1: 0.1})
+
+
+def test_subclasses_of_read_only_pruners_are_asked_through_optuna(tmp_path: Path) -> None:
+    class ByName(optuna.pruners.MedianPruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            return bool(study.user_attrs.get("stop")) and trial.number >= 0
+
+    study = _sqlite_study(tmp_path, ByName())
+    study.set_user_attr("stop", True)
+    snapshot = PruningSnapshot(study)
+    trial = study.ask()
+    trial.report(0.5, 0)
+    assert not snapshot.supported
+    assert snapshot.should_prune(trial, {0: 0.5})  # the copy has no user attrs: only Optuna can say so
+
+
+def test_the_objective_judges_with_one_snapshot_per_study(tmp_path: Path) -> None:
+    data = load_dataset("digits")
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, bidirectional=False, batch_size=256)
+    objective = Objective(data, space=space, max_epochs=3, patience=None, device="cpu", seed=0)
+    study = _sqlite_study(tmp_path, optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study.add_trial(create_trial(value=1.0, intermediate_values={1: 1.0, 2: 1.0, 3: 1.0}))
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials[1:]] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert objective._snapshot is not None and objective._snapshot.study is study
+    assert not objective._snapshot._stored  # each trial let go of its values when it ended
