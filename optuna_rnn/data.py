@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from optuna_rnn.errors import UsageError
 from optuna_rnn.space import Task
@@ -389,6 +388,10 @@ def _stratified(
     if n_out < 1 or len(idx) - n_out < 1:
         raise UsageError(f"{name}: {len(idx)} sequences leave an empty {what} split")
     stratify = codes if counts.min() >= 2 and n_out >= len(counts) else None
+    # Imported here: scikit-learn's model selection takes about a second to import, which every
+    # command that does not split data (--help, best, report, dashboard) would otherwise pay.
+    from sklearn.model_selection import train_test_split
+
     a, b = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
     return np.sort(a), np.sort(b)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def test_datasets_and_version(run_cli) -> None:
     assert "digits" in out.stdout and "sunspots" in out.stdout and "forecasting" in out.stdout
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("optuna-rnn ")
+
+
+def test_the_command_does_not_import_scikit_learn_until_data_is_split() -> None:
+    # scikit-learn's model selection adds about a second to every command that never splits data.
+    code = "import sys, optuna_rnn.cli; print('sklearn.model_selection' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_median_pruner_leaves_pruned_trials_stopped_at_their_epoch(run_cli, tmp_path, tiny_space) -> None:
