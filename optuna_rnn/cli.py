@@ -166,12 +166,23 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda`` without a GPU here, before any study or trial is touched."""
+    from optuna_rnn.training import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import mask_url, open_session, run_trials
 
     if args.n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    check_device(args.device)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     given = given_config(args)
@@ -227,6 +238,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    check_device(args.device)
     interval, grace = heartbeat_settings()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     set_threads(1, threads=args.threads)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from tests.conftest import cli_command, cli_env
@@ -235,6 +236,9 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         (("best", "--study", "missing"), "no study named 'missing'"),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
     ]
+    if not torch.cuda.is_available():
+        cases.append((("run", "--dataset", "digits", "--device", "cuda"), "no CUDA device is available"))
+        cases.append((("worker", "--study", "digits", "--device", "cuda"), "no CUDA device is available"))
     for args, message in cases:
         out = run_cli(*args)
         assert out.returncode == 2, (args, out.stderr)
