@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import traceback
 from collections.abc import Sequence
 
 import optuna
@@ -90,6 +91,12 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
+        except BaseException as exc:
+            # Optuna keeps a pruned or failed trial's exception, whose traceback holds this trial's
+            # frames and so its model, optimiser and data: drop their locals so they are freed now,
+            # not at some later garbage collection (which release_memory could not hand back).
+            traceback.clear_frames(exc.__traceback__)
+            raise
         finally:
             release_memory()  # the trial's model and optimiser are out of scope by now
 
