@@ -149,7 +149,7 @@ class TrainState:
         return {
             "epoch": self.epoch,
             "model": _cpu(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "optimizer": _cpu(self.optimizer.state_dict()),  # moments and step counts, too
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng,
             "history": copy.deepcopy(self.history),
@@ -269,7 +269,7 @@ class Trainer:
     ``max_epochs`` bounds the run; ``seed`` fixes shuffling (and, when the
     caller seeds before building the model, the whole trial); ``device`` is
     ``auto``, ``cpu`` or ``cuda``; ``mixed_precision`` uses autocast on CUDA
-    (bfloat16 where supported, else float16 with gradient scaling).
+    (bfloat16 where the GPU has it natively, else float16) with gradient scaling.
     """
 
     def __init__(
@@ -291,7 +291,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.amp_dtype: torch.dtype | None = None
         if mixed_precision and self.device.type == "cuda":
-            bf16 = torch.cuda.is_bf16_supported()
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
             self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
 
     def fit(
@@ -323,7 +323,9 @@ class Trainer:
             max_epochs=self.max_epochs,
             generator=generator,
             best_value=math.nan,
-            scaler=torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None,
+            # Scaled whatever the dtype: under autocast cuDNN runs recurrent layers in float16 even
+            # when bfloat16 is asked for, and unscaled float16 gradients underflow.
+            scaler=torch.amp.GradScaler(self.device.type) if self.amp_dtype is not None else None,
         )
         if resume_from is not None:
             state.load_state_dict(resume_from)
@@ -409,8 +411,10 @@ class Trainer:
             else:
                 loss.backward()
             if clip is not None:
-                norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
-                norm_max = torch.maximum(norm_max, norm.detach().float())
+                norm = nn.utils.clip_grad_norm_(params, clip, foreach=True).detach().float()
+                if scaler is not None:  # an overflowing step is the scaler's to skip, not a divergence
+                    norm = torch.where(norm.isfinite(), norm, torch.zeros_like(norm))
+                norm_max = torch.maximum(norm_max, norm)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -461,8 +465,15 @@ class Trainer:
         return ordered
 
 
-def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+def _cpu(value: Any) -> Any:
+    """A copy of ``value`` with every tensor in it (through dicts, lists and tuples) on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def _finish_metric(total: float, n: int, data: SequenceData) -> float:

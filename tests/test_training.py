@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Sequence
@@ -128,6 +129,44 @@ def test_divergence_guard_on_exploding_gradient_norm(digits: SequenceData) -> No
         Trainer(max_epochs=3, device="cpu", callbacks=[DivergenceGuard(max_grad_norm=1e-9)]).fit(
             model, digits, hp
         )
+
+
+class _ScaledCpuTrainer(Trainer):
+    """The CUDA mixed-precision path's gradient scaling, run on the CPU (autocast itself stays off)."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(device="cpu", **options)  # type: ignore[arg-type]
+        self.amp_dtype = torch.float16
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+
+def test_an_overflow_that_the_gradient_scaler_skips_is_not_a_divergence(digits: SequenceData) -> None:
+    # In float16 an overflowing step is routine: the scaler skips it and halves its scale.
+    class OverflowOnce(Callback):
+        def on_train_begin(self, state: TrainState) -> None:
+            calls = []
+
+            def overflow(grad: torch.Tensor) -> torch.Tensor:
+                calls.append(1)
+                return grad * math.inf if len(calls) == 1 else grad
+
+            next(state.model.parameters()).register_hook(overflow)
+
+        def on_train_end(self, state: TrainState) -> None:
+            assert state.scaler is not None
+            scales.append(state.scaler.get_scale())
+
+    scales: list[float] = []
+    hp = Hyperparams(cell="gru", hidden_size=8, grad_clip=1.0, batch_size=256)
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    trainer = _ScaledCpuTrainer(max_epochs=2, seed=0, callbacks=[DivergenceGuard(), OverflowOnce()])
+    result = trainer.fit(model, digits, hp)
+    assert result.stop_reason == "max_epochs" and result.epochs == 2
+    assert scales == [2.0**15]  # started at 2**16, halved once by the skipped step
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
 
 
 def test_early_stopping(digits: SequenceData) -> None:
