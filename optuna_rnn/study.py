@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -402,7 +403,21 @@ def open_session(
             study.set_metric_names([metric_for(dataset.task).name])
     else:
         study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
+        resumed_at = len(study.get_trials(deepcopy=False))
+        if config.seed is not None and resumed_at and config.sampler not in ("qmc", "grid"):
+            # Seeded as the first run was, the sampler would replay that run's random draws and
+            # repeat its trials. QMC and grid samplers continue their sequence from the storage.
+            reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
+            study.sampler = make_sampler(reseeded, task=dataset.task)
     return StudySession(study, config, url, dataset=dataset)
+
+
+def resumed_seed(seed: int, n_trials: int) -> int:
+    """The sampler seed of a run that resumes a study seeded ``seed`` after ``n_trials`` trials.
+
+    A function of both, so that resuming is still repeatable.
+    """
+    return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
 
 
 def _as_kwargs(config: StudyConfig) -> dict[str, Any]:

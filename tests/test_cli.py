@@ -90,7 +90,9 @@ def test_rerun_resumes_and_n_trials_is_the_total(run_cli, tmp_path, tiny_space) 
     assert len(load(tmp_path, "digits").trials) == 3
     out = run_cli("run", "--study", "digits", "--n-trials", "5", "-q")  # resume by name only
     assert out.returncode == 0, out.stderr
-    assert len(load(tmp_path, "digits").trials) == 5
+    params = [t.params for t in load(tmp_path, "digits").trials]
+    assert len(params) == 5
+    assert all(params[i] != params[j] for j in range(5) for i in range(j)), "a resumed run repeated a trial"
 
 
 def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
