@@ -219,7 +219,9 @@ def make_sampler(config: StudyConfig, *, task: str) -> optuna.samplers.BaseSampl
     if name == "grid":
         return optuna.samplers.GridSampler(config.space.grid(task=task), seed=seed)  # type: ignore[arg-type]
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise UsageError(f"unknown sampler {name!r}")
 
 
@@ -243,7 +245,9 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
     if name == "patient":
         inner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
-        return optuna.pruners.PatientPruner(inner, patience=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(inner, patience=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UsageError(f"unknown pruner {name!r}")
