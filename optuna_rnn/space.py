@@ -348,13 +348,28 @@ def _spec_from_value(name: str, value: Any) -> Spec:
         extra = set(value) - {"low", "high", "log", "step"}
         if extra or not {"low", "high"} <= set(value):
             raise UsageError(f"{name}: a range needs 'low' and 'high' (and optionally 'log')")
-        log = bool(value.get("log", False))
+        log = value.get("log", False)
+        if not isinstance(log, bool):
+            raise UsageError(f"{name}: 'log' must be true or false, got {log!r}")
+        low, high = _range_number(name, "low", value["low"]), _range_number(name, "high", value["high"])
         if name in _INT_PARAMS:
-            return IntRange(int(value["low"]), int(value["high"]), log, int(value.get("step", 1)))
-        return FloatRange(float(value["low"]), float(value["high"]), log)
+            step = _range_number(name, "step", value.get("step", 1))
+            return IntRange(int(low), int(high), log, int(step))
+        if "step" in value:
+            raise UsageError(f"{name}: 'step' applies to integer ranges only")
+        return FloatRange(float(low), float(high), log)
     if isinstance(value, list):
         return Choice([_none_if(v) for v in value])
     return _none_if(value)
+
+
+def _range_number(name: str, key: str, value: Any) -> float:
+    """``value`` of a range table's ``key``, refused rather than coerced when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UsageError(f"{name}: {key!r} must be a number, got {value!r}")
+    if (name in _INT_PARAMS or key == "step") and not float(value).is_integer():
+        raise UsageError(f"{name}: {key!r} must be a whole number, got {value!r}")
+    return value
 
 
 def _none_if(value: Any) -> Any:
@@ -394,6 +409,8 @@ def _check_spec(name: str, spec: Spec) -> None:
             raise UsageError(f"{name}: a log range needs low > 0, got {spec.low:g}")
         if isinstance(spec, IntRange) and spec.step < 1:
             raise UsageError(f"{name}: step must be >= 1")
+        if isinstance(spec, IntRange) and spec.log and spec.step != 1:
+            raise UsageError(f"{name}: a log range cannot have a step (Optuna samples it continuously)")
         _check_value(name, spec.low)
         _check_value(name, spec.high)
     elif isinstance(spec, Choice):

@@ -57,6 +57,7 @@ def test_hyperparams_roundtrip_from_trial_params() -> None:
         ({"dropout": 1.5}, "dropout: 1.5 is outside the allowed"),
         ({"optimizer": Choice([])}, "optimizer: a choice needs at least one option"),
         ({"num_layers": FloatRange(1, 2)}, "num_layers"),
+        ({"hidden_size": IntRange(16, 64, log=True, step=2)}, "hidden_size: a log range cannot have a step"),
     ],
 )
 def test_impossible_spaces_are_clear_errors(changes: dict, message: str) -> None:
@@ -91,6 +92,24 @@ def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
         SearchSpace.from_toml(path)
     with pytest.raises(UsageError, match="not found"):
         SearchSpace.from_toml(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('hidden_size = {low = "a", high = 64}', "hidden_size: 'low' must be a number, got 'a'"),
+        ("num_layers = {low = 1, high = 2.5}", "num_layers: 'high' must be a whole number, got 2.5"),
+        ('hidden_size = {low = 8, high = 64, log = "false"}', "hidden_size: 'log' must be true or false"),
+        ("lr = {low = 0.001, high = 0.1, step = 0.01}", "lr: 'step' applies to integer ranges only"),
+        ("hidden_size = {low = 16, high = 64, log = true, step = 2}", "hidden_size: a log range cannot"),
+        ("batch_size = {low = 16, high = 64, step = 1.5}", "batch_size: 'step' must be a whole number"),
+    ],
+)
+def test_range_tables_are_checked_not_coerced(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(UsageError, match=f"bad.toml: {message}"):
+        SearchSpace.from_toml(path)
 
 
 def test_grid_covers_choices_and_range_points() -> None:
