@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -125,7 +126,10 @@ def given_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--target and --horizon apply to --data files only")
         path = None if args.data is None else os.path.abspath(args.data)
         given["dataset"] = DatasetSpec(
-            name=args.dataset, path=path, target=args.target, horizon=args.horizon or 1
+            name=args.dataset,
+            path=path,
+            target=args.target,
+            horizon=1 if args.horizon is None else args.horizon,
         )
     elif args.target is not None or args.horizon is not None:
         raise UsageError("--target and --horizon need --data")
@@ -176,6 +180,12 @@ def check_device(device: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def check_timeout(timeout: float | None) -> None:
+    """``--timeout`` is a positive, finite number of seconds (or absent)."""
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import mask_url, open_session, run_trials
@@ -183,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
     check_device(args.device)
+    check_timeout(args.timeout)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     given = given_config(args)
@@ -239,6 +250,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     check_device(args.device)
+    check_timeout(args.timeout)
     interval, grace = heartbeat_settings()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     set_threads(1, threads=args.threads)
@@ -300,7 +312,10 @@ def cmd_best(args: argparse.Namespace) -> int:
     }
     if args.export:
         payload = download_model_payload(artifact_store(session.artifacts_dir), best)
-        torch.save(payload, args.export)
+        try:
+            torch.save(payload, args.export)
+        except (OSError, RuntimeError) as exc:  # torch reports a missing folder as a RuntimeError
+            raise UsageError(f"--export {args.export}: cannot write the model ({exc})") from None
         result["exported"] = os.path.abspath(args.export)
     print(json.dumps(result, indent=2))
     return 0
@@ -310,6 +325,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_rnn.dashboard import serve
     from optuna_rnn.study import default_artifacts_dir, mask_url, open_storage, storage_url
 
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in [0, 65535], got {args.port}")
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True)  # never creates an empty database
     artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
@@ -333,7 +350,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         test = session.best_test()
     except LookupError:  # the best model's file is gone: report without its test metric
         test = None
-    written = write_report(session.study, args.out, best_test=test)
+    try:
+        written = write_report(session.study, args.out, best_test=test)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write the report there ({exc.strerror})") from None
     for path in written:
         print(path)
     return 0
@@ -359,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
+        return code
     except UsageError as exc:
         print(f"optuna-rnn: error: {exc}", file=sys.stderr)
         return 2
@@ -372,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except LookupError as exc:
         print(f"optuna-rnn: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`optuna-rnn datasets | head -1`): say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception:
         from optuna_rnn.study import mask_secrets, storage_url

@@ -47,6 +47,8 @@ class StudyConfig:
             raise UsageError(f"--patience must be >= 1, got {self.patience}")
         if self.keep_top is not None and self.keep_top < 1:
             raise UsageError(f"--keep-top must be >= 1, got {self.keep_top}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:  # what Optuna's samplers accept
+            raise UsageError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, as recorded on the study."""

@@ -392,6 +392,13 @@ def open_session(
     sampler = make_sampler(config, task=dataset.task)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
     if recorded is None:
+        artifacts = Path(config.artifacts or default_artifacts_dir(url))
+        try:
+            artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--artifacts {artifacts}: cannot create the directory ({exc.strerror})"
+            ) from None
         study = optuna.create_study(
             storage=backend,
             study_name=study_name,

@@ -223,6 +223,8 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         == 0
     )
     before = snapshot(load(tmp_path, "digits"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
     reversed_space = tmp_path / "reversed.toml"
     reversed_space.write_text("lr = {low = 0.1, high = 0.001, log = true}\n")
     cases = [
@@ -237,6 +239,15 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         (("run", "--dataset", "digits", "--max-epochs", "9"), "study was created with max_epochs=6"),
         (("best", "--study", "missing"), "no study named 'missing'"),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
+        (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed must be in [0, 42"),
+        (("run", "--dataset", "digits", "--timeout", "-1"), "--timeout must be a positive number of seconds"),
+        (("run", "--study", "digits", "--timeout", "nan"), "--timeout must be a positive number of seconds"),
+        (("worker", "--study", "digits", "--timeout", "0"), "--timeout must be a positive number of seconds"),
+        (("run", "--dataset", "digits", "--study", "new", "--artifacts", str(a_file)), "cannot create"),
+        (("best", "--study", "digits", "--export", str(tmp_path / "no" / "best.pt")), "cannot write"),
+        (("report", "--study", "digits", "--out", str(a_file)), "cannot write the report"),
+        (("dashboard", "--port", "99999"), "--port must be in [0, 65535], got 99999"),
+        (("run", "--data", str(a_file), "--horizon", "0"), "--horizon must be >= 1, got 0"),
     ]
     if not torch.cuda.is_available():
         cases.append((("run", "--dataset", "digits", "--device", "cuda"), "no CUDA device is available"))
