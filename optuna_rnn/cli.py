@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="a built-in dataset (see `optuna-rnn datasets`)")
     source.add_argument("--data", metavar="PATH", help="your own .csv (forecasting) or .npz file")
-    run.add_argument("--target", help="CSV column to forecast (default: the last numeric one)")
+    run.add_argument(
+        "--target", help="CSV column to forecast (default: the last one that is not the time column)"
+    )
     run.add_argument("--horizon", type=int, help="forecast this many steps ahead (default 1)")
     run.add_argument("--study", help="study name (default: the dataset's name)")
     _storage_arg(run)
@@ -409,6 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``studies/<dataset>.py``: ``optuna-rnn run --dataset <dataset>`` plus ``argv``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    script = f"studies/{dataset}.py"
+    if any(a.split("=")[0] in ("--dataset", "--data") for a in args):
+        print(
+            f"{script}: error: this script tunes on {dataset!r}; for other data use optuna-rnn run",
+            file=sys.stderr,
+        )
+        return 2
+    if "-h" in args or "--help" in args:
+        print(
+            f"usage: python {script} [options]\n\n"
+            f"It runs `optuna-rnn run --dataset {dataset}` with these options:"
+        )
+        args = ["--help"]
     return main(["run", "--dataset", dataset, *args])
 
 

@@ -259,3 +259,17 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Traceback" not in out.stderr and "secret" not in out.stderr
     assert snapshot(load(tmp_path, "digits")) == before
+
+
+def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
+    script = str(Path(__file__).parent.parent / "studies" / "sunspots.py")
+    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=cli_env())
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python studies/sunspots.py")
+    assert "optuna-rnn run --dataset sunspots" in helped.stdout
+    other = subprocess.run(
+        [sys.executable, script, "--dataset=digits"], capture_output=True, text=True, env=cli_env()
+    )
+    assert other.returncode == 2
+    assert other.stderr.strip() == (
+        "studies/sunspots.py: error: this script tunes on 'sunspots'; for other data use optuna-rnn run"
+    )
