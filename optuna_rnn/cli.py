@@ -388,11 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"optuna-rnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\noptuna-rnn: interrupted; the running trial was closed as FAIL. "
-            "Run the same command again to resume.",
-            file=sys.stderr,
-        )
+        from optuna_rnn.workers import LOCAL_WORKER_ENV
+
+        if not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
+            print(
+                "\noptuna-rnn: interrupted; the running trial was closed as FAIL. "
+                "Run the same command again to resume.",
+                file=sys.stderr,
+            )
         return 0
     except LookupError as exc:
         print(f"optuna-rnn: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from optuna_rnn.study import StudySession
 
 STOP_GRACE_SECONDS = 30.0
+# Set in the environment of the workers that ``run --workers N`` starts: their parent speaks for them.
+LOCAL_WORKER_ENV = "OPTUNA_RNN_LOCAL_WORKER"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "worker"
 
@@ -241,6 +243,7 @@ def run_workers(
         "OPTUNA_RNN_STORAGE": session.storage_url,
         "OMP_NUM_THREADS": str(threads),
         "PYTHONUNBUFFERED": "1",
+        LOCAL_WORKER_ENV: "1",
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
