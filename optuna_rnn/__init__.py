@@ -22,7 +22,7 @@ from optuna_rnn.config import StudyConfig
 from optuna_rnn.data import ForecastSeries, SequenceData, Split
 from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
 from optuna_rnn.errors import ConfigMismatchError, UsageError
-from optuna_rnn.models import RecurrentNet, build_model
+from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.objective import Objective
 from optuna_rnn.snapshot import PruningSnapshot
 from optuna_rnn.space import Choice, FloatRange, Hyperparams, IntRange, SearchSpace
@@ -45,6 +45,7 @@ __all__ = [
     "IntRange",
     "KeepTopModels",
     "Objective",
+    "OriginalUnits",
     "PruningCallback",
     "PruningSnapshot",
     "RecurrentNet",

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from optuna_rnn.errors import UsageError
-from optuna_rnn.models import RecurrentNet, build_model
+from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.space import Hyperparams
 
 FORMAT = "optuna-rnn/1"
@@ -64,9 +64,31 @@ def model_from_payload(payload: dict[str, Any]) -> RecurrentNet:
     return model.eval()
 
 
-def load_model_file(path: str | os.PathLike[str]) -> RecurrentNet:
-    """Load a model file written by ``optuna-rnn best --export`` or uploaded as an artifact."""
-    return model_from_payload(torch.load(path, map_location="cpu", weights_only=True))
+def in_original_units(payload: dict[str, Any]) -> nn.Module:
+    """The network of a model file, reading and answering in the units of the user's data.
+
+    Files written before the statistics were kept rebuild to the bare network, which
+    expects standardised inputs.
+    """
+    model = model_from_payload(payload)
+    if not payload.get("input_mean"):
+        return model
+    return OriginalUnits(
+        model,
+        input_mean=payload["input_mean"],
+        input_std=payload["input_std"],
+        target_mean=float(payload.get("target_mean", 0.0)),
+        target_scale=float(payload.get("target_scale", 1.0)),
+    ).eval()
+
+
+def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
+    """Load a model file written by ``optuna-rnn best --export`` or uploaded as an artifact.
+
+    The model takes inputs in the units of your data and returns class logits, or
+    forecasts in the target's units (:class:`~optuna_rnn.models.OriginalUnits`).
+    """
+    return in_original_units(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def upload_model(store: FileSystemArtifactStore, trial: optuna.Trial, payload: dict[str, Any]) -> str:
@@ -100,8 +122,10 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
 
 def load_best_model(
     study_name: str, *, storage: str | None = None, artifacts: str | os.PathLike[str] | None = None
-) -> RecurrentNet:
+) -> nn.Module:
     """The best trial's trained network of ``study_name``, ready to predict (eval mode, CPU).
+
+    Like :func:`load_model_file`, it reads and answers in the units of the study's data.
 
     ``storage`` defaults as on the command line (``$OPTUNA_RNN_STORAGE``, then
     ``sqlite:///optuna-rnn.db``); ``artifacts`` defaults to the directory the
@@ -121,7 +145,7 @@ def load_best_model(
     if not complete:
         raise LookupError(f"study {study_name!r} has no complete trial yet")
     directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
-    return model_from_payload(download_model_payload(artifact_store(directory), study.best_trial))
+    return in_original_units(download_model_payload(artifact_store(directory), study.best_trial))
 
 
 class KeepTopModels:

@@ -51,6 +51,9 @@ class SequenceData:
 
     ``target_scale`` converts an RMSE in scaled units back to the original
     units of the target (forecasting); ``classes`` names the class indices.
+    ``input_mean`` and ``input_std`` (per channel) and ``target_mean`` are the
+    training-split statistics the data was standardised with, which a model
+    file keeps so that the model can be used on data in its original units.
     """
 
     name: str
@@ -63,6 +66,9 @@ class SequenceData:
     classes: tuple[str, ...] | None = None
     target_scale: float = 1.0
     description: str = ""
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+    target_mean: float = 0.0
 
     def windowed(self, window: int | None) -> SequenceData:
         """Classification data does not depend on the window: itself."""
@@ -165,6 +171,8 @@ class SequenceData:
             output_size=len(classes),
             classes=classes,
             description=description,
+            input_mean=tuple(float(m) for m in np.ravel(mean)),
+            input_std=tuple(float(d) for d in np.ravel(std)),
         )
 
 
@@ -349,6 +357,9 @@ class ForecastSeries:
             output_size=1,
             target_scale=float(self._std[self.target]),
             description=self.description,
+            input_mean=tuple(float(m) for m in self._mean),
+            input_std=tuple(float(d) for d in self._std),
+            target_mean=float(self._mean[self.target]),
         )
 
     def summary(self) -> dict[str, Any]:

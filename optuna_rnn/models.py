@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -90,6 +91,40 @@ class RecurrentNet(nn.Module):
         last = hidden[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)
         out: torch.Tensor = self.head(self.dropout(last))
         return out
+
+
+class OriginalUnits(nn.Module):
+    """A trained :class:`RecurrentNet` that reads and answers in the units of the user's data.
+
+    The trainer sees standardised data: each input channel minus its training-split mean,
+    divided by its standard deviation, and for forecasting the target likewise. A model file
+    keeps those statistics, and :func:`~optuna_rnn.load_model_file` wraps the network with
+    them: ``model(x, lengths)`` takes raw inputs and returns class logits, or forecasts in the
+    target's units. ``net`` is the network itself, for data that is already standardised.
+    """
+
+    def __init__(
+        self,
+        net: RecurrentNet,
+        *,
+        input_mean: Sequence[float],
+        input_std: Sequence[float],
+        target_mean: float = 0.0,
+        target_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.input_mean: torch.Tensor
+        self.input_std: torch.Tensor
+        self.register_buffer("input_mean", torch.tensor(input_mean, dtype=torch.float32))
+        self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float32))
+        self.target_mean = target_mean
+        self.target_scale = target_scale
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored."""
+        out: torch.Tensor = self.net((x - self.input_mean) / self.input_std, lengths)
+        return out * self.target_scale + self.target_mean
 
 
 def build_model(

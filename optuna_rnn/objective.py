@@ -146,6 +146,9 @@ class Objective:
                 task=data.task,
                 classes=list(data.classes) if data.classes else None,
                 target_scale=data.target_scale,
+                target_mean=data.target_mean,
+                input_mean=list(data.input_mean),
+                input_std=list(data.input_std),
             )
             upload_model(self.artifacts, trial, payload)
         if checkpoint is not None:

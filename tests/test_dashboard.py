@@ -13,13 +13,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from optuna_rnn import load_best_model
+from optuna_rnn import load_best_model, load_model_file
 from optuna_rnn.artifacts import (
     ARTIFACT_ATTR,
     MODEL_MIMETYPE,
     artifact_store,
     download_model_payload,
-    model_from_payload,
     ranked_complete,
 )
 from optuna_rnn.dashboard import CURVES_GRAPH, EPOCHS_GRAPH, StudyArtifactStore
@@ -113,7 +112,7 @@ def test_dashboard_serves_trials_note_graphs_and_the_best_model(tuned_study, tmp
     assert status == 200 and headers["Content-Type"] == MODEL_MIMETYPE
     (tmp_path / "downloaded.pt").write_bytes(body)
     payload = torch.load(tmp_path / "downloaded.pt", map_location="cpu", weights_only=True)
-    downloaded = model_from_payload(payload)
+    downloaded = load_model_file(tmp_path / "downloaded.pt")
     reference = load_best_model(tuned_study.name, storage=tuned_study.storage)
     assert isinstance(reference, torch.nn.Module) and not reference.training
     assert same_predictions(downloaded, reference, payload["input_size"])
@@ -233,7 +232,7 @@ def test_best_export_reloads_with_weights_only(run_cli, tuned_study, tmp_path) -
     assert json.loads(out.stdout)["exported"] == str(tmp_path / "best.pt")
     payload = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
     assert payload["format"] == "optuna-rnn/1" and payload["hyperparams"]["cell"] in ("lstm", "gru")
-    exported = model_from_payload(payload)
+    exported = load_model_file(tmp_path / "best.pt")
     reference = load_best_model(tuned_study.name, storage=tuned_study.storage)
     assert same_predictions(exported, reference, payload["input_size"])
 

@@ -14,6 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from optuna_rnn import Hyperparams, SequenceData, Trainer, build_model, load_model_file
+from optuna_rnn.artifacts import model_from_payload
 from optuna_rnn.data import ForecastSeries, Split
 from optuna_rnn.errors import UsageError
 from optuna_rnn.readers import read_csv, read_file, read_npz
@@ -166,11 +167,21 @@ def test_csv_forecasting_study_with_a_covariate(run_cli, tmp_path: Path, tiny_sp
     assert data["columns"] == ["x", "y"] and data["target"] == "y" and data["input_size"] == 2
     assert data["splits"] == {"train": 106, "valid": 22, "test": 22}
     assert data["split_times"]["train"][0] == "2020-01-01T00:00"
-    best = run_cli("best", "--study", "series")
+    best = run_cli("best", "--study", "series", "--export", "best.pt")
     assert best.returncode == 0, best.stderr
     result = json.loads(best.stdout)
     assert result["metric"] == "rmse" and result["test_metric"] > 0
     assert result["validation_value"] == study.best_value
+    # The exported model reads and answers in the file's units: fed the raw test windows, its
+    # forecasts reproduce the reported test RMSE.
+    series = read_csv(tmp_path / "series.csv", target="y")
+    window, horizon = result["hyperparams"]["window"], series.horizon
+    targets = series.target_times(window)["test"]
+    X = np.stack([series.values[t - horizon - window + 1 : t - horizon + 1] for t in targets])
+    with torch.inference_mode():
+        forecast = load_model_file(tmp_path / "best.pt")(torch.from_numpy(X).float())[:, 0].numpy()
+    raw_rmse = float(np.sqrt(np.mean((forecast - series.values[targets, series.target]) ** 2)))
+    assert raw_rmse == pytest.approx(result["test_metric"], rel=1e-4)
 
 
 def test_npz_classification_study_with_variable_lengths_and_string_labels(
@@ -191,7 +202,7 @@ def test_npz_classification_study_with_variable_lengths_and_string_labels(
     payload = torch.load(tmp_path / "best.pt", weights_only=True)
     assert payload["classes"] == ["high", "low", "mid"]  # the model file carries the label mapping
     # the reported test metric is the exported model's accuracy on the file's test split
-    model = load_model_file(tmp_path / "best.pt")
+    model = model_from_payload(payload)  # the bare network, on the standardised splits
     accuracy = Trainer(device="cpu").evaluate(model, read_npz(tmp_path / "seqs.npz"), "test")
     assert result["test_metric"] == pytest.approx(accuracy)
 
