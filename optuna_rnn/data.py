@@ -393,18 +393,24 @@ def _take(a: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
 def _stratified(
     idx: np.ndarray, codes: np.ndarray, fraction: float, seed: int, name: str, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(codes)
-    counts = counts[counts > 0]
     n_out = int(round(len(idx) * fraction))
     if n_out < 1 or len(idx) - n_out < 1:
         raise UsageError(f"{name}: {len(idx)} sequences leave an empty {what} split")
-    stratify = codes if counts.min() >= 2 and n_out >= len(counts) else None
+    # A class with a single sequence cannot be stratified: it stays on the training side, and
+    # the other classes are still split in proportion.
+    pooled = np.bincount(codes)[codes] >= 2
+    kept = idx[~pooled]
+    idx, codes = idx[pooled], codes[pooled]
+    n_classes = len(np.unique(codes))
+    if len(idx) - n_out < 1:
+        raise UsageError(f"{name}: {len(idx) + len(kept)} sequences leave an empty {what} split")
+    stratify = codes if min(n_out, len(idx) - n_out) >= n_classes else None
     # Imported here: scikit-learn's model selection takes about a second to import, which every
     # command that does not split data (--help, best, report, dashboard) would otherwise pay.
     from sklearn.model_selection import train_test_split
 
     a, b = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
-    return np.sort(a), np.sort(b)
+    return np.sort(np.concatenate([a, kept])), np.sort(b)
 
 
 def _check_classification(

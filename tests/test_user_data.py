@@ -68,6 +68,18 @@ def test_npz_string_labels_are_mapped_and_recorded(tmp_path: Path) -> None:
         assert torch.isfinite(split.X).all() and (split.X[padding] == 0).all()  # NaN padding dropped
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_class_with_one_sequence_trains_and_the_others_stay_stratified(seed: int) -> None:
+    y = np.array(["a"] * 600 + ["b"] * 60 + ["c"])
+    X = np.random.default_rng(0).standard_normal((len(y), 4, 2))
+    data = SequenceData.from_arrays(X, y, name="rare", seed=seed)
+    counts = {
+        name: np.bincount(getattr(data, name).y.numpy(), minlength=3) for name in ("train", "valid", "test")
+    }
+    assert counts["train"][2] == 1  # the lone "c" is learnt from, never only judged on
+    assert counts["valid"][1] == 9 and counts["test"][1] == 9  # 15% of "b" each, as stratified
+
+
 def test_integer_labels_keep_numeric_order_and_test_arrays_are_the_test_split(tmp_path: Path) -> None:
     train, test = sequences(60, seed=1), sequences(30, length=15, seed=2)
     codes = {"low": 2, "mid": 10, "high": 1}
