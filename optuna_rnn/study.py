@@ -154,15 +154,26 @@ def open_storage(
             engine_kwargs["creator"] = functools.partial(_connect_sqlite, str(file))
         elif url.startswith("sqlite"):
             engine_kwargs["connect_args"] = {"timeout": 60}
-        with warnings.catch_warnings():  # heartbeat arguments are "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                with_installed_driver(url),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period if heartbeat_interval is not None else None,
-                heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
-            )
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+        attempt = 0
+        while True:
+            try:
+                with warnings.catch_warnings():  # heartbeat arguments are "experimental" in Optuna 5
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        with_installed_driver(url),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period if heartbeat_interval is not None else None,
+                        heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
+                    )
+            except (IntegrityError, ProgrammingError):
+                # Another process is creating the same new schema; once it is done, ours opens it.
+                attempt += 1
+                if attempt == 10:
+                    raise
+                time.sleep(0.2 * attempt)
     except UsageError:
         raise
     except Exception as exc:  # drivers raise many types; all mean "cannot open"
@@ -264,8 +275,33 @@ def recorded_config(storage: BaseStorage, study_name: str) -> dict[str, Any] | N
         return None
     raw = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
     if raw is None:
-        raise UsageError(f"study {study_name!r} exists but was not created by optuna-rnn")
+        raise UnconfiguredStudy(f"study {study_name!r} exists but was not created by optuna-rnn")
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+
+class UnconfiguredStudy(UsageError):
+    """The study exists but records no optuna-rnn configuration."""
+
+
+def _await_config(storage: BaseStorage, study_name: str, *, wait: float = 5.0) -> dict[str, Any] | None:
+    """The configuration of a study that exists without one yet, once its creator writes it.
+
+    Another run may have created the study a moment ago and be about to record its
+    configuration. ``None`` means nobody did within ``wait`` seconds and the study holds no
+    trial (a run stopped while creating it): this run may adopt it. A study with trials
+    and no configuration was not made by optuna-rnn.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return recorded_config(storage, study_name)
+        except UnconfiguredStudy:
+            if time.monotonic() >= deadline:
+                study_id = storage.get_study_id_from_name(study_name)
+                if storage.get_all_trials(study_id, deepcopy=False):
+                    raise
+                return None
+        time.sleep(0.2)
 
 
 def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
@@ -381,7 +417,10 @@ def open_session(
     backend = open_storage(
         url, must_exist=not create, heartbeat_interval=heartbeat_interval, grace_period=grace_period
     )
-    recorded = recorded_config(backend, study_name)
+    try:
+        recorded = recorded_config(backend, study_name)
+    except UnconfiguredStudy:
+        recorded = _await_config(backend, study_name)
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
     config = merge_config(given or {}, recorded)
@@ -399,19 +438,39 @@ def open_session(
             raise UsageError(
                 f"--artifacts {artifacts}: cannot create the directory ({exc.strerror})"
             ) from None
-        study = optuna.create_study(
-            storage=backend,
-            study_name=study_name,
-            direction=metric_for(dataset.task).direction,  # type: ignore[arg-type]
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
-        study.set_user_attr(CONFIG_ATTR, json.dumps(config.to_dict()))
-        study.set_user_attr(DATA_ATTR, dataset.summary())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric_for(dataset.task).name])
+        direction = metric_for(dataset.task).direction
+        with shutdown.deferred():  # a study without its configuration could not be resumed
+            try:
+                study: optuna.Study | None = optuna.create_study(
+                    storage=backend,
+                    study_name=study_name,
+                    direction=direction,  # type: ignore[arg-type]
+                    sampler=sampler,
+                    pruner=pruner,
+                )
+            except optuna.exceptions.DuplicatedStudyError:
+                study = None
+            # Another run created it since we looked: join it as a resume (which refuses a
+            # different configuration), unless it is a bare study left by a stopped run.
+            raced = study is None and _await_config(backend, study_name) is not None
+            if study is None and not raced:
+                study = optuna.load_study(
+                    study_name=study_name, storage=backend, sampler=sampler, pruner=pruner
+                )
+                if study.direction.name.lower() != direction:
+                    raise UsageError(f"study {study_name!r} exists but was not created by optuna-rnn")
+            if study is not None:
+                _record_config(study, config, dataset)
+        shutdown.check()
+        if raced or study is None:
+            return open_session(
+                study_name,
+                storage=storage,
+                given=given,
+                create=create,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+            )
     else:
         study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
         resumed_at = len(study.get_trials(deepcopy=False))
@@ -429,6 +488,15 @@ def resumed_seed(seed: int, n_trials: int) -> int:
     A function of both, so that resuming is still repeatable.
     """
     return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
+
+
+def _record_config(study: optuna.Study, config: StudyConfig, dataset: Dataset) -> None:
+    """Record what the study was created with, so that any later run or worker can rebuild it."""
+    study.set_user_attr(CONFIG_ATTR, json.dumps(config.to_dict()))
+    study.set_user_attr(DATA_ATTR, dataset.summary())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric_for(dataset.task).name])
 
 
 def _as_kwargs(config: StudyConfig) -> dict[str, Any]:

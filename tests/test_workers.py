@@ -346,3 +346,31 @@ def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials
     retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert set(retried) == {t.number for t in failed}  # each interrupted trial queued once
     assert retried[victim.number].user_attrs[RESUMED_ATTR] >= 1
+
+
+def test_two_runs_racing_to_create_one_study_share_it_or_refuse_a_different_config(
+    tmp_path, tiny_space
+) -> None:
+    # On a new SQLite file, both create the schema and the study at once.
+    args = ("run", "--dataset", "digits", "--study", "race", "--space", str(tiny_space), "--seed", "0", "-q")
+    same = [start(tmp_path, *args, "--n-trials", "3", "--max-epochs", "1") for _ in range(2)]
+    results = [finish(p, timeout=240) for p in same]
+    assert [code for code, _ in results] == [0, 0], results
+    url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    assert count(trials_of(url, "race"), *FINISHED) == 3
+    # With different configurations, whichever records its own first wins; the other is refused.
+    other = ("--study", "race2", "--n-trials", "2")
+    racing = [start(tmp_path, *args, *other, "--max-epochs", epochs) for epochs in ("1", "2")]
+    codes = sorted(finish(p, timeout=240)[0] for p in racing)
+    assert codes == [0, 2]
+
+
+def test_a_study_left_bare_by_a_stop_during_its_creation_is_adopted(run_cli, tmp_path, tiny_space) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    optuna.create_study(study_name="bare", storage=url, direction="maximize")  # no configuration yet
+    out = run_cli(
+        "run", "--dataset", "digits", "--study", "bare", "--n-trials", "2", "--space", str(tiny_space),
+        "--max-epochs", "1", "-q",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert count(trials_of(url, "bare"), *FINISHED) == 2
