@@ -171,18 +171,25 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
             or not _claim(Path(directory), trial)
         ):
             continue
-        retry_callback()(study, copy.deepcopy(trial))
+        try:
+            retry_callback()(study, copy.deepcopy(trial))
+        except BaseException:
+            _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run retries
+            raise
         queued.append(trial.number)
     return queued
+
+
+def _marker(directory: Path, trial: FrozenTrial) -> Path:
+    started = int(trial.datetime_start.timestamp()) if trial.datetime_start else 0
+    return directory / f"requeued-{trial.number}-{started}"
 
 
 def _claim(directory: Path, trial: FrozenTrial) -> bool:
     """Create ``requeued-<n>-<start>`` exclusively: only one process gets ``True``."""
     directory.mkdir(parents=True, exist_ok=True)
-    started = int(trial.datetime_start.timestamp()) if trial.datetime_start else 0
-    marker = directory / f"requeued-{trial.number}-{started}"
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(_marker(directory, trial), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
     return True

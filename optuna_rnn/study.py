@@ -522,10 +522,18 @@ def run_trials(
     running trial as FAIL and raises :class:`KeyboardInterrupt` (see
     :mod:`optuna_rnn.shutdown`).
     """
-    requeue_interrupted(session.study, session.checkpoints_dir)
+    # Dashboard content and the bounded model store (imported here: dashboard imports this module).
+    from optuna_rnn.artifacts import KeepTopModels
+    from optuna_rnn.dashboard import StudyDashboard
+
+    with shutdown.deferred():  # a trial half requeued would be lost for good
+        requeue_interrupted(session.study, session.checkpoints_dir)
+    shutdown.check()
     total = SharedTotal(n_trials)
     remaining = n_trials - session.finished()
+    dashboard = StudyDashboard(session)
     if remaining <= 0 or total.reached(session.study):
+        _wrap_up(session, dashboard)  # a stop at the very end of an earlier run may have skipped it
         return
     guard = TrialGuard(session.study, session.objective(device=device), total)
 
@@ -557,14 +565,10 @@ def run_trials(
             shown["best"] = trial.value
         bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
 
-    # Dashboard content and the bounded model store (imported here: dashboard imports this module).
-    from optuna_rnn.artifacts import KeepTopModels
-    from optuna_rnn.dashboard import StudyDashboard
-
     keep = session.config.keep_top
     trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []
-    dashboard = StudyDashboard(session)
     started = time.monotonic()
+    interrupted = False
     try:
         while remaining > 0:
             left = None if timeout is None else timeout - (time.monotonic() - started)
@@ -585,9 +589,17 @@ def run_trials(
                     raise
                 # This worker stalled past the grace period and its trial went to another one.
                 remaining = 0 if total.reached(session.study) else n_trials - session.finished()
+    except KeyboardInterrupt:
+        interrupted = True  # the trial is closed; publish where the study got to, then stop
     finally:
         bar.close()
-    if shutdown.stop_requested():
+    _wrap_up(session, dashboard)
+    if interrupted or shutdown.stop_requested():
         raise KeyboardInterrupt
-    tidy_checkpoints(session.checkpoints_dir)
-    dashboard.update()
+
+
+def _wrap_up(session: StudySession, dashboard: Any) -> None:
+    """Remove the empty checkpoint folder and publish the dashboard content, undisturbed by signals."""
+    with shutdown.deferred():
+        tidy_checkpoints(session.checkpoints_dir)
+        dashboard.update()

@@ -13,6 +13,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from optuna_dashboard import get_note, save_note
 
 from tests.conftest import cli_command, cli_env
 
@@ -273,3 +274,15 @@ def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     assert other.stderr.strip() == (
         "studies/sunspots.py: error: this script tunes on 'sunspots'; for other data use optuna-rnn run"
     )
+
+
+def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(run_cli, tmp_path, tiny_space) -> None:
+    # A stop at the very end of a run (after its last trial) skips the closing update; the next
+    # run, with nothing to train, must still bring the note up to date.
+    args = ("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    assert run_cli(*args).returncode == 0
+    study = load(tmp_path, "digits")
+    save_note(study, "stale")
+    assert run_cli(*args).returncode == 0
+    note = get_note(load(tmp_path, "digits"))
+    assert note != "stale" and "sampler: **tpe**" in note
