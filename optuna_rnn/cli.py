@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -430,5 +431,20 @@ def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
     return main(["run", "--dataset", dataset, *args])
 
 
+def console() -> None:
+    """The ``optuna-rnn`` console script: :func:`main`, then exit with its code.
+
+    Once the command's work is done, SIGINT and SIGTERM are ignored: Python restores their
+    default handlers while the interpreter shuts down (a second or so with torch loaded),
+    and a stop arriving then would turn a finished run's exit 0 into death by signal.
+    """
+    code = main()
+    from optuna_rnn.shutdown import SIGNALS
+
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -117,7 +117,13 @@ class Objective:
         checkpoint, resume = None, None
         if self.checkpoints is not None:
             checkpoint = TrialCheckpoint(self.checkpoints, trial)
-            meta = {"hyperparams": hp.to_dict(), "seed": seed}
+            # what the checkpoint must match to be resumed: a same-named study on other data
+            # (another storage, one artifacts folder) must not load it
+            meta = {
+                "hyperparams": hp.to_dict(),
+                "seed": seed,
+                "data": [data.name, data.input_size, data.output_size, len(data.train)],
+            }
             resume = checkpoint.resume(meta)
             all_callbacks.append(checkpoint.callback(meta))  # last: saves what the others decided
         try:
