@@ -180,6 +180,19 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
     return queued
 
 
+def drop_requeue_claims(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
+    """Remove the claim markers of trials whose retry is in the storage: no run needs them now.
+
+    Called when a run wraps up, long after any run that started with it has passed its
+    requeue; without it, the markers kept the checkpoint folder from ever being removed.
+    """
+    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
+    for marker in Path(directory).glob("requeued-*"):
+        number = marker.name.split("-")[1]
+        if number.isdigit() and int(number) in retried:
+            marker.unlink(missing_ok=True)
+
+
 def _marker(directory: Path, trial: FrozenTrial) -> Path:
     started = int(trial.datetime_start.timestamp()) if trial.datetime_start else 0
     return directory / f"requeued-{trial.number}-{started}"

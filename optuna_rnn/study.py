@@ -33,7 +33,13 @@ from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, ForecastSeries
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
-from optuna_rnn.recovery import checkpoints_dir, requeue_interrupted, retry_callback, tidy_checkpoints
+from optuna_rnn.recovery import (
+    checkpoints_dir,
+    drop_requeue_claims,
+    requeue_interrupted,
+    retry_callback,
+    tidy_checkpoints,
+)
 from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
@@ -601,5 +607,6 @@ def run_trials(
 def _wrap_up(session: StudySession, dashboard: Any) -> None:
     """Remove the empty checkpoint folder and publish the dashboard content, undisturbed by signals."""
     with shutdown.deferred():
+        drop_requeue_claims(session.study, session.checkpoints_dir)
         tidy_checkpoints(session.checkpoints_dir)
         dashboard.update()

@@ -181,6 +181,7 @@ def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     count = states(load(tmp_path, "digits"))
     assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 4
+    assert not (tmp_path / "optuna-rnn-artifacts" / "checkpoints").exists()  # claims and files tidied
     assert count[TrialState.RUNNING] == 0 and count[TrialState.FAIL] == 1
 
 
