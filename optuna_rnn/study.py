@@ -160,7 +160,7 @@ def open_storage(
             engine_kwargs["creator"] = functools.partial(_connect_sqlite, str(file))
         elif url.startswith("sqlite"):
             engine_kwargs["connect_args"] = {"timeout": 60}
-        from sqlalchemy.exc import IntegrityError, ProgrammingError
+        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
         attempt = 0
         while True:
@@ -174,10 +174,11 @@ def open_storage(
                         grace_period=grace_period if heartbeat_interval is not None else None,
                         heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
                     )
-            except (IntegrityError, ProgrammingError):
+            except (IntegrityError, ProgrammingError, OperationalError) as exc:
                 # Another process is creating the same new schema; once it is done, ours opens it.
+                # (SQLite says so with an OperationalError, which otherwise means "cannot connect".)
                 attempt += 1
-                if attempt == 10:
+                if attempt == 10 or (isinstance(exc, OperationalError) and "already exists" not in str(exc)):
                     raise
                 time.sleep(0.2 * attempt)
     except UsageError:
