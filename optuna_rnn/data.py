@@ -394,17 +394,14 @@ def _stratified(
     idx: np.ndarray, codes: np.ndarray, fraction: float, seed: int, name: str, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
     n_out = int(round(len(idx) * fraction))
-    if n_out < 1 or len(idx) - n_out < 1:
-        raise UsageError(f"{name}: {len(idx)} sequences leave an empty {what} split")
     # A class with a single sequence cannot be stratified: it stays on the training side, and
     # the other classes are still split in proportion.
     pooled = np.bincount(codes)[codes] >= 2
     kept = idx[~pooled]
+    if n_out < 1 or pooled.sum() - n_out < 1:
+        raise UsageError(f"{name}: {len(idx)} sequences leave an empty {what} split")
     idx, codes = idx[pooled], codes[pooled]
-    n_classes = len(np.unique(codes))
-    if len(idx) - n_out < 1:
-        raise UsageError(f"{name}: {len(idx) + len(kept)} sequences leave an empty {what} split")
-    stratify = codes if min(n_out, len(idx) - n_out) >= n_classes else None
+    stratify = codes if min(n_out, len(idx) - n_out) >= len(np.unique(codes)) else None
     # Imported here: scikit-learn's model selection takes about a second to import, which every
     # command that does not split data (--help, best, report, dashboard) would otherwise pay.
     from sklearn.model_selection import train_test_split

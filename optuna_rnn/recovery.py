@@ -160,7 +160,7 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
     ``directory`` so that it is queued only once.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = _retried(trials)
     queued = []
     for trial in trials:
         if (
@@ -186,11 +186,16 @@ def drop_requeue_claims(study: optuna.Study, directory: str | os.PathLike[str]) 
     Called when a run wraps up, long after any run that started with it has passed its
     requeue; without it, the markers kept the checkpoint folder from ever being removed.
     """
-    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
-    for marker in Path(directory).glob("requeued-*"):
-        number = marker.name.split("-")[1]
-        if number.isdigit() and int(number) in retried:
-            marker.unlink(missing_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    for trial in trials:
+        if trial.number in retried:
+            _marker(Path(directory), trial).unlink(missing_ok=True)
+
+
+def _retried(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that a retry in ``trials`` continues."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
 def _marker(directory: Path, trial: FrozenTrial) -> Path:

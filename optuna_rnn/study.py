@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -43,6 +43,9 @@ from optuna_rnn.recovery import (
 from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
+
+if TYPE_CHECKING:
+    from optuna_rnn.dashboard import StudyDashboard
 
 DEFAULT_STORAGE = "sqlite:///optuna-rnn.db"
 STORAGE_ENV = "OPTUNA_RNN_STORAGE"
@@ -290,13 +293,14 @@ class UnconfiguredStudy(UsageError):
     """The study exists but records no optuna-rnn configuration."""
 
 
-def _await_config(storage: BaseStorage, study_name: str, *, wait: float = 5.0) -> dict[str, Any] | None:
-    """The configuration of a study that exists without one yet, once its creator writes it.
+def settled_config(storage: BaseStorage, study_name: str, *, wait: float = 5.0) -> dict[str, Any] | None:
+    """The configuration recorded on ``study_name``, or ``None`` for a study this run may create.
 
-    Another run may have created the study a moment ago and be about to record its
-    configuration. ``None`` means nobody did within ``wait`` seconds and the study holds no
-    trial (a run stopped while creating it): this run may adopt it. A study with trials
-    and no configuration was not made by optuna-rnn.
+    A study that exists without a configuration may have been created a moment ago by
+    another run, about to record its own: wait for it. ``None`` then means there is no study,
+    or nobody recorded one within ``wait`` seconds and the study holds no trial (a run
+    stopped while creating it): this run may adopt it. A study with trials and no
+    configuration was not made by optuna-rnn.
     """
     deadline = time.monotonic() + wait
     while True:
@@ -424,10 +428,7 @@ def open_session(
     backend = open_storage(
         url, must_exist=not create, heartbeat_interval=heartbeat_interval, grace_period=grace_period
     )
-    try:
-        recorded = recorded_config(backend, study_name)
-    except UnconfiguredStudy:
-        recorded = _await_config(backend, study_name)
+    recorded = settled_config(backend, study_name)
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
     config = merge_config(given or {}, recorded)
@@ -456,20 +457,21 @@ def open_session(
                     pruner=pruner,
                 )
             except optuna.exceptions.DuplicatedStudyError:
+                # Another run created it since we looked (study None: join it below), or a
+                # stopped run left it bare (adopt it).
                 study = None
-            # Another run created it since we looked: join it as a resume (which refuses a
-            # different configuration), unless it is a bare study left by a stopped run.
-            raced = study is None and _await_config(backend, study_name) is not None
-            if study is None and not raced:
-                study = optuna.load_study(
-                    study_name=study_name, storage=backend, sampler=sampler, pruner=pruner
-                )
-                if study.direction.name.lower() != direction:
-                    raise UsageError(f"study {study_name!r} exists but was not created by optuna-rnn")
+                if settled_config(backend, study_name) is None:
+                    study = optuna.load_study(
+                        study_name=study_name, storage=backend, sampler=sampler, pruner=pruner
+                    )
+                    if study.direction.name.lower() != direction:
+                        raise UsageError(
+                            f"study {study_name!r} exists but was not created by optuna-rnn"
+                        ) from None
             if study is not None:
                 _record_config(study, config, dataset)
         shutdown.check()
-        if raced or study is None:
+        if study is None:  # joined as a resume, which refuses a different configuration
             return open_session(
                 study_name,
                 storage=storage,
@@ -605,7 +607,7 @@ def run_trials(
         raise KeyboardInterrupt
 
 
-def _wrap_up(session: StudySession, dashboard: Any) -> None:
+def _wrap_up(session: StudySession, dashboard: StudyDashboard) -> None:
     """Remove the empty checkpoint folder and publish the dashboard content, undisturbed by signals."""
     with shutdown.deferred():
         drop_requeue_claims(session.study, session.checkpoints_dir)
