@@ -9,14 +9,18 @@ Three ways a trial can stop before it finishes, and what brings it back:
   parameters, user attrs and intermediate values (see ``open_storage``).
 * **It was interrupted** (SIGTERM, SIGINT, Ctrl-C). The trial is closed as FAIL
   with ``stop_reason = "interrupted"``; the next ``run`` or ``worker`` start
-  queues it once more through the same callback (:func:`requeue_interrupted`).
+  queues it once more through the same callback (:func:`requeue_interrupted`),
+  however often it was interrupted before: stopping a run (or a preemptible
+  machine being reclaimed) is not the trial's fault.
 * In both cases the retry finds the dead trial's **checkpoint**: the file is
   named by the ``checkpoint`` user attr, which the retry inherits, and it holds
   the whole training state after the last finished epoch, so the retry goes on
   from there with the same seed and data order. Checkpoints of finished
   trials are deleted.
 
-A trial is retried once: a retry that dies or is interrupted again stays FAIL.
+A dead worker's trial is retried once: a retry whose worker dies again stays
+FAIL (it may be what kills the worker), and its checkpoint is removed when a
+run wraps up (:func:`drop_orphaned_checkpoints`).
 Checkpoints live in ``<artifacts>/checkpoints/<study>/``; workers on several
 machines resume each other's trials only when that directory is shared
 (set ``--artifacts`` to a shared path when creating the study).
@@ -77,12 +81,12 @@ def _seconds(name: str, default: int, *, allow_zero: bool) -> int:
     return value
 
 
-def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's retry callback as optuna-rnn uses it: once, inheriting intermediate values."""
+def retry_callback(*, max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry callback as optuna-rnn uses it: inheriting intermediate values, once by default."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=MAX_RETRY, inherit_intermediate_values=True
+            max_retry=max_retry, inherit_intermediate_values=True
         )
 
 
@@ -152,10 +156,11 @@ def mark_interrupted(trial: optuna.Trial) -> None:
 
 
 def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:
-    """Queue every trial closed by SIGTERM/SIGINT for one retry; returns their numbers.
+    """Queue every trial closed by SIGTERM/SIGINT for a retry; returns their numbers.
 
     The retry has the same parameters, user attrs (seed, checkpoint) and
-    intermediate values, exactly as a heartbeat retry. Workers that start
+    intermediate values, exactly as a heartbeat retry; a retry that is
+    interrupted in turn is queued again. Workers that start
     at the same moment claim each trial with an exclusive marker file in
     ``directory`` so that it is queued only once.
     """
@@ -167,12 +172,11 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
             trial.state != TrialState.FAIL
             or trial.user_attrs.get("stop_reason") != INTERRUPTED
             or trial.number in retried
-            or len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRY
             or not _claim(Path(directory), trial)
         ):
             continue
         try:
-            retry_callback()(study, copy.deepcopy(trial))
+            retry_callback(max_retry=None)(study, copy.deepcopy(trial))
         except BaseException:
             _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run retries
             raise
@@ -191,6 +195,32 @@ def drop_requeue_claims(study: optuna.Study, directory: str | os.PathLike[str]) 
     for trial in trials:
         if trial.number in retried:
             _marker(Path(directory), trial).unlink(missing_ok=True)
+
+
+def drop_orphaned_checkpoints(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
+    """Remove the checkpoints that no trial will resume.
+
+    A trial removes its own checkpoint when it finishes, but not when its worker dies: a
+    retry whose worker died again is FAIL for good, and so is a trial that failed while
+    its worker stalled and whose retry has since finished. A checkpoint is kept while any
+    trial that uses it is running or waiting, or is an interrupted trial not yet queued again.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    needed, used = set(), set()
+    for trial in trials:
+        key = trial.user_attrs.get(CHECKPOINT_ATTR)
+        if not isinstance(key, str):
+            continue
+        used.add(key)
+        if not trial.state.is_finished() or (
+            trial.state == TrialState.FAIL
+            and trial.user_attrs.get("stop_reason") == INTERRUPTED
+            and trial.number not in retried
+        ):
+            needed.add(key)
+    for key in used - needed:
+        remove_checkpoint(Path(directory) / f"{key}.pt")
 
 
 def _retried(trials: list[FrozenTrial]) -> set[int]:

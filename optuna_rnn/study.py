@@ -35,6 +35,7 @@ from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
     checkpoints_dir,
+    drop_orphaned_checkpoints,
     drop_requeue_claims,
     requeue_interrupted,
     retry_callback,
@@ -611,5 +612,6 @@ def _wrap_up(session: StudySession, dashboard: StudyDashboard) -> None:
     """Remove the empty checkpoint folder and publish the dashboard content, undisturbed by signals."""
     with shutdown.deferred():
         drop_requeue_claims(session.study, session.checkpoints_dir)
+        drop_orphaned_checkpoints(session.study, session.checkpoints_dir)
         tidy_checkpoints(session.checkpoints_dir)
         dashboard.update()

@@ -14,6 +14,7 @@ from optuna_rnn.recovery import (
     HEARTBEAT_ENV,
     INTERRUPTED,
     checkpoints_dir,
+    drop_orphaned_checkpoints,
     heartbeat_settings,
     requeue_interrupted,
 )
@@ -97,7 +98,26 @@ def test_interrupted_trials_are_queued_once_with_their_seed_and_checkpoint(tmp_p
     taken = study.ask()  # a worker takes the retry...
     assert taken.number == retry.number
     study.tell(taken, state=TrialState.FAIL)  # ...and is interrupted too (stop_reason is inherited)
-    assert requeue_interrupted(study, tmp_path) == []  # a trial is retried once, not twice
+    assert requeue_interrupted(study, tmp_path) == [taken.number]  # interrupted again: queued again
+    again = study.trials[-1]
+    assert again.state == TrialState.WAITING and again.user_attrs[CHECKPOINT_ATTR] == "trial-1"
+    assert again.system_attrs["retry_history"] == [1, taken.number]
+    assert requeue_interrupted(study, tmp_path) == []
+
+
+def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
+    study = optuna.create_study()
+    for key in ("dead-twice", "interrupted", "running", "done-retry"):
+        (tmp_path / f"{key}.pt").write_bytes(b"x")
+    (tmp_path / "dead-twice.pt.tmp-123").write_bytes(b"x")  # a killed writer's leftover
+    # a retry whose worker died too stays FAIL for good: nothing resumes its checkpoint
+    _add(study, TrialState.FAIL, **{CHECKPOINT_ATTR: "dead-twice"})
+    _add(study, TrialState.FAIL, stop_reason=INTERRUPTED, **{CHECKPOINT_ATTR: "interrupted"})
+    _add(study, TrialState.FAIL, **{CHECKPOINT_ATTR: "running"})  # taken over by the next trial...
+    _add(study, TrialState.RUNNING, **{CHECKPOINT_ATTR: "running"})  # ...which is still training
+    _add(study, TrialState.COMPLETE, **{CHECKPOINT_ATTR: "done-retry"})  # a stalled writer's late save
+    drop_orphaned_checkpoints(study, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.pt", "running.pt"]
 
 
 def test_the_shared_total_counts_running_trials_and_refuses_surplus_ones() -> None:
