@@ -152,6 +152,8 @@ class EarlyStopping(Callback):
             state.stop_reason = f"early stopping: no improvement for {self.patience} epochs"
 
     def _improved(self, state: TrainState, value: float, epoch: int) -> bool:
+        if math.isnan(value):  # a NaN epoch never counts as progress
+            return False
         sign = 1.0 if state.metric.direction == "maximize" else -1.0
         if math.isnan(self._best) or sign * (value - self._best) > self.min_delta:
             self._best, self._best_epoch = value, epoch

@@ -185,6 +185,8 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for f in self._param_fields():
             _check_spec(f.name, getattr(self, f.name))
+            if f.name in _INT_PARAMS:  # 64.0 from a file is the whole number 64 that PyTorch needs
+                object.__setattr__(self, f.name, _whole(getattr(self, f.name)))
 
     @staticmethod
     def _param_fields() -> list[dataclasses.Field[Any]]:
@@ -378,7 +380,7 @@ def _none_if(value: Any) -> Any:
 
 def _check_value(name: str, value: Any) -> None:
     if value is None:
-        if name in _NULLABLE or name == "window":
+        if name in _NULLABLE:
             return
         raise UsageError(f"{name}: cannot be switched off")
     if name in _CATEGORICAL_VALUES:
@@ -422,6 +424,15 @@ def _check_spec(name: str, spec: Spec) -> None:
         _check_value(name, spec)
 
 
+def _whole(spec: Spec) -> Spec:
+    """``spec`` of an integer parameter with its fixed value or options as ``int``."""
+    if isinstance(spec, Choice):
+        return Choice(tuple(int(o) if isinstance(o, float) else o for o in spec.options))
+    if isinstance(spec, float):
+        return int(spec)
+    return spec
+
+
 def _suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, spec: Spec) -> Any:
     if isinstance(spec, IntRange):
         return trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
@@ -443,5 +454,6 @@ def _range_points(spec: IntRange | FloatRange, points: int) -> list[Scalar]:
     else:
         raw = [spec.low + (spec.high - spec.low) * i / (points - 1) for i in range(points)]
     if isinstance(spec, IntRange):
-        return [int(v) for v in sorted({round(v) for v in raw})]
-    return [float(f"{v:.6g}") for v in raw]
+        top = spec.low + (spec.high - spec.low) // spec.step * spec.step  # the highest value Optuna draws
+        return sorted({min(spec.low + round((v - spec.low) / spec.step) * spec.step, top) for v in raw})
+    return [min(max(float(f"{v:.6g}"), spec.low), spec.high) for v in raw]

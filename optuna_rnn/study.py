@@ -41,7 +41,7 @@ from optuna_rnn.recovery import (
     retry_callback,
     tidy_checkpoints,
 )
-from optuna_rnn.space import Hyperparams, IntRange, SearchSpace
+from optuna_rnn.space import Choice, Hyperparams, IntRange, SearchSpace
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
 
@@ -317,7 +317,7 @@ def settled_config(storage: BaseStorage, study_name: str, *, wait: float = 5.0) 
 
 
 def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
-    """Narrow the window range to what a forecasting series can serve.
+    """Narrow the window range (or choice) to what a forecasting series can serve.
 
     Derived from the data, not recorded: every worker derives the same space.
     """
@@ -329,6 +329,11 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
         dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
         if window.high > longest:
             return space.replace(window=IntRange(window.low, longest, window.log, window.step))
+    elif isinstance(window, Choice):
+        options = [int(w) for w in window.options]  # type: ignore[arg-type]
+        dataset.require_window(min(options))
+        if max(options) > longest:
+            return space.replace(window=Choice([w for w in options if w <= longest]))
     elif isinstance(window, int):
         dataset.require_window(window)
     return space

@@ -231,9 +231,11 @@ def make_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
     """The optimiser ``hp`` names, with its own conditional parameters.
 
     ``weight_decay`` is L2 regularisation for SGD, Adam and RMSprop and
-    decoupled weight decay for AdamW. SGD, Adam and AdamW use PyTorch's fused
-    kernels where this torch build has them for the model's device (one kernel
-    for all parameters instead of a Python loop over them).
+    decoupled weight decay for AdamW. Nesterov momentum applies only where
+    ``momentum`` is above 0 (a space may sample both from ranges that allow 0).
+    SGD, Adam and AdamW use PyTorch's fused kernels where this torch build
+    has them for the model's device (one kernel for all parameters instead of
+    a Python loop over them).
     """
     params = list(model.parameters())
     fused = {"fused": True} if _fused_available(params) else {}
@@ -242,7 +244,7 @@ def make_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
             params,
             lr=hp.lr,
             momentum=hp.momentum,
-            nesterov=hp.nesterov,
+            nesterov=hp.nesterov and hp.momentum > 0,  # PyTorch refuses Nesterov without momentum
             weight_decay=hp.weight_decay,
             **fused,
         )
@@ -313,7 +315,10 @@ class Trainer:
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)
         generator = torch.Generator()
-        generator.manual_seed(self.seed if self.seed is not None else torch.seed())
+        if self.seed is None:
+            generator.seed()  # from the OS, leaving torch's global generator to the caller
+        else:
+            generator.manual_seed(self.seed)
         state = TrainState(
             model=model,
             optimizer=make_optimizer(model, hp),
@@ -365,6 +370,8 @@ class Trainer:
                     state.best_weights = copy.deepcopy(model.state_dict())
                 for cb in all_callbacks:
                     cb.on_epoch_end(state)
+            if state.abort is not None:  # asked for during the last epoch's validation or callbacks
+                raise state.abort
         except BaseException as exc:
             failure = exc
             raise

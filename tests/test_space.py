@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
 from optuna_rnn import Choice, FloatRange, Hyperparams, IntRange, SearchSpace, UsageError
+from optuna_rnn.data import ForecastSeries
+from optuna_rnn.study import fit_space
 
 
 def sample(space: SearchSpace, n: int = 40, task: str = "classification") -> list[optuna.trial.FrozenTrial]:
@@ -130,3 +133,35 @@ def test_grid_covers_choices_and_range_points() -> None:
 def test_grid_too_large_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match=r"the grid over this space has [\d,]+ points"):
         SearchSpace().grid(task="classification")
+
+
+def test_grid_points_of_a_stepped_range_are_on_its_steps() -> None:
+    space = SearchSpace(batch_size=IntRange(32, 250, step=32), hidden_size=IntRange(16, 128, step=16))
+    grid = space.replace(cell="gru", optimizer="adam", input_init="normal").grid(task="classification")
+    assert grid["batch_size"] == [32, 128, 224]  # 250 is not on a step: Optuna's top value is 224
+    assert grid["hidden_size"] == [16, 80, 128]
+    assert grid["dropout"] == [0.0, 0.25, 0.5]
+
+
+def test_whole_number_floats_of_integer_parameters_become_ints(tmp_path: Path) -> None:
+    path = tmp_path / "space.toml"
+    path.write_text("hidden_size = 16.0\nbatch_size = [64.0, 128.0]\nnum_layers = 1\n")
+    space = SearchSpace.from_toml(path)
+    assert space.hidden_size == 16 and type(space.hidden_size) is int
+    assert space.batch_size == Choice([64, 128])
+    hp = space.suggest(optuna.create_study().ask())
+    assert type(hp.hidden_size) is int and type(hp.batch_size) is int
+
+
+def test_window_cannot_be_switched_off() -> None:
+    with pytest.raises(UsageError, match="window: cannot be switched off"):
+        SearchSpace(window=None)
+    with pytest.raises(UsageError, match="window: cannot be switched off"):
+        SearchSpace.from_dict({"window": "none"})
+
+
+def test_a_window_choice_is_narrowed_to_what_the_series_serves() -> None:
+    series = ForecastSeries(name="s", values=np.arange(100.0))  # 70 training rows: windows up to 54
+    assert fit_space(SearchSpace(window=Choice([8, 32, 64])), series).window == Choice([8, 32])
+    with pytest.raises(UsageError, match="s: 100 rows are too few for window 64"):
+        fit_space(SearchSpace(window=Choice([64, 128])), series)

@@ -85,6 +85,26 @@ def test_weight_decay_changes_the_update(optimizer: str) -> None:
         assert torch.allclose(plain[key] - decayed[key], 0.1 * 0.1 * w0[key], atol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_weight_decay_is_l2_except_for_adamw_where_it_is_decoupled(optimizer: str) -> None:
+    lr, wd = 0.01, 0.1
+    hp = Hyperparams(cell="gru", hidden_size=4, optimizer=optimizer, lr=lr, weight_decay=wd, momentum=0.0)
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=2, output_size=2)
+    before = model.rnn.weight_ih_l0.detach().clone()
+    opt = make_optimizer(model, hp)
+    (model(torch.randn(4, 3, 2)) * 0.0).sum().backward()  # zero gradients: only the decay moves w
+    opt.step()
+    step = before - model.rnn.weight_ih_l0.detach()
+    if optimizer in ("sgd", "adamw"):  # w <- w - lr * wd * w (for SGD the L2 gradient gives the same)
+        expected = lr * wd * before
+    elif optimizer == "adam":  # the L2 gradient wd * w goes through Adam's normalisation: lr * sign(w)
+        expected = lr * torch.sign(before)
+    else:  # RMSprop divides the L2 gradient by its root mean square, sqrt(1 - alpha) * |wd * w|
+        expected = lr * torch.sign(before) / math.sqrt(1 - hp.rmsprop_alpha)
+    assert torch.allclose(step, expected, rtol=1e-3, atol=1e-7)
+
+
 def test_fit_learns_and_is_repeatable(digits: SequenceData) -> None:
     hp = Hyperparams(cell="gru", hidden_size=16, batch_size=128, lr=1e-2)
 
@@ -179,13 +199,65 @@ def test_early_stopping(digits: SequenceData) -> None:
     assert result.stop_reason.startswith("early stopping")
 
 
+class _SpoilAfter(Callback):
+    """Scrambles the weights after ``epoch``, so that the epochs after it are worse."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch == self.epoch:
+            with torch.no_grad():
+                for p in state.model.parameters():
+                    p.normal_(0.0, 3.0)
+
+
 def test_best_epoch_weights_are_restored(digits: SequenceData) -> None:
     hp = Hyperparams(cell="gru", hidden_size=12, batch_size=128, lr=1e-2)
     torch.manual_seed(0)
     model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
-    trainer = Trainer(max_epochs=5, seed=0, device="cpu")
-    result = trainer.fit(model, digits, hp)
+    trainer = Trainer(max_epochs=4, seed=0, device="cpu")
+    result = trainer.fit(model, digits, hp, callbacks=[_SpoilAfter(2)])
+    assert result.best_epoch == 2 and result.epochs == 4
     assert math.isclose(trainer.evaluate(model, digits, "valid"), result.best_value)
+
+
+def test_sgd_with_nesterov_but_no_momentum_trains_without_it() -> None:
+    hp = Hyperparams(cell="gru", hidden_size=4, optimizer="sgd", momentum=0.0, nesterov=True)
+    group = make_optimizer(build_model(hp, input_size=2, output_size=2), hp).param_groups[0]
+    assert group["momentum"] == 0.0 and group["nesterov"] is False
+    hp = Hyperparams(cell="gru", hidden_size=4, optimizer="sgd", momentum=0.5, nesterov=True)
+    assert make_optimizer(build_model(hp, input_size=2, output_size=2), hp).param_groups[0]["nesterov"]
+
+
+class _NanWeights(Callback):
+    def on_train_begin(self, state: TrainState) -> None:
+        with torch.no_grad():
+            for p in state.model.parameters():
+                p.fill_(math.nan)
+
+
+def test_early_stopping_counts_nan_epochs_as_no_improvement() -> None:
+    series = load_dataset("sunspots").windowed(8)
+    hp = Hyperparams(cell="gru", hidden_size=4, batch_size=256)
+    model = build_model(hp, input_size=series.input_size, output_size=1, task="forecasting")
+    trainer = Trainer(
+        max_epochs=4, seed=0, device="cpu", callbacks=[_NanWeights(), EarlyStopping(patience=1)]
+    )
+    result = trainer.fit(model, series, hp)
+    assert math.isnan(result.best_value) and result.best_epoch == 0
+    assert result.epochs == 1 and result.stop_reason.startswith("early stopping")
+
+
+def test_fit_leaves_torchs_global_generator_to_the_caller(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=4, batch_size=256)
+    draws = []
+    for _ in range(2):
+        model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+        torch.manual_seed(123)
+        Trainer(max_epochs=1, device="cpu").fit(model, digits, hp)  # seed=None: its own random order
+        draws.append(torch.rand(1).item())
+    assert draws[0] == draws[1]
 
 
 class _StopAt(Callback):
@@ -217,6 +289,15 @@ def test_stop_now_abandons_the_next_epoch_and_keeps_the_finished_ones(digits: Se
     # every on_train_end ran, after a raising one too, and saw the last finished epoch;
     # the error from on_train_end did not mask the stop
     assert stop.ended_at == later.ended_at == 2
+
+
+def test_stop_now_during_the_last_epoch_is_raised_not_dropped(digits: SequenceData) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=8, batch_size=256)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    stop = _StopAt(2)
+    with pytest.raises(RuntimeError, match="stop requested"):
+        Trainer(max_epochs=2, seed=0, device="cpu").fit(model, digits, hp, callbacks=[stop])
+    assert stop.ended_at == 2
 
 
 def test_an_error_in_on_train_end_is_raised_after_the_others_ran(digits: SequenceData) -> None:
