@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -408,13 +409,18 @@ class StudyArtifactStore:
         FileSystemArtifactStore(self.primary).write(artifact_id, content_body)
 
     def remove(self, artifact_id: str) -> None:
+        """Delete the artifact's file; one that is already gone (``--keep-top``) is not an error.
+
+        optuna-dashboard deletes a study only after removing each of its artifacts, and drops
+        a trial's artifact entry only after removing its file: a missing file must not stop
+        either, or the study would be half deleted and the entry impossible to clear.
+        """
         for directory in self.directories():
             try:
                 FileSystemArtifactStore(directory).remove(artifact_id)
                 return
             except ArtifactNotFound:
                 continue
-        raise ArtifactNotFound(f"artifact {artifact_id} is in none of the studies' artifact directories")
 
 
 MISSING_MODEL = (
@@ -472,7 +478,11 @@ def serve(
     store = StudyArtifactStore(storage, artifacts)
     app = missing_artifacts_as_404(wsgi(storage, artifact_store=store), store)
     try:
-        server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
+        server_class = type("_Server", (_ThreadingServer,), {"address_family": family})
+        server: WSGIServer = make_server(
+            host, port, app, server_class=server_class, handler_class=_QuietHandler
+        )
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     with server:

@@ -102,6 +102,15 @@ def get(base: str, path: str) -> tuple[int, dict[str, str], bytes]:
         return response.status, dict(response.headers), response.read()
 
 
+def delete(base: str, path: str) -> int:
+    """DELETE ``base + path`` as the dashboard's UI does; the status."""
+    request = urllib.request.Request(
+        base + path, data=b"{}", method="DELETE", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(response.status)
+
+
 def get_json(base: str, path: str) -> Any:
     status, _, body = get(base, path)
     assert status == 200, (path, status)

@@ -27,6 +27,7 @@ from tests.browser import (
     chromium_available,
     chromium_page,
     dashboard_server,
+    delete,
     get,
     get_json,
     study_page_screenshot,
@@ -174,6 +175,33 @@ def test_note_is_published_as_the_study_runs_and_throttled(tmp_path, tiny_space)
     if seen[0][0] - started < 9:
         assert "| 3 | 0 | 0 | 0 |" in seen[0][1]
     assert "| 4 | 0 | 0 | 0 |" in get_note(session.study)
+
+
+def test_dashboard_deletes_a_keep_top_study_with_its_kept_models(run_cli, tmp_path, tiny_space) -> None:
+    args = ("--keep-top", "1", "--n-trials", "3", "--max-epochs", "1", "--pruner", "none", "--seed", "0")
+    out = run_cli("run", "--dataset", "digits", "--space", str(tiny_space), *args, "-q")
+    assert out.returncode == 0, out.stderr
+    storage = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    models = tmp_path / "optuna-rnn-artifacts"
+    kept, *dropped = ranked_complete(optuna.load_study(study_name="digits", storage=storage))
+    assert [p.name for p in models.iterdir()] == [kept.user_attrs[ARTIFACT_ATTR]] and dropped
+    with dashboard_server(storage, cwd=tmp_path) as base:
+        (summary,) = get_json(base, "/api/studies")["study_summaries"]
+        # the dashboard removes each model the study lists, then the study: the files
+        # --keep-top removed already must not stop it halfway
+        assert delete(base, f"/api/studies/{summary['study_id']}") == 204
+        assert get_json(base, "/api/studies")["study_summaries"] == []
+    assert optuna.get_all_study_names(storage) == []
+    assert list(models.iterdir()) == []
+
+
+def test_dashboard_listens_on_ipv6(tuned_study) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    with dashboard_server(tuned_study.storage, cwd=tuned_study.folder, extra=("--host", "::1")) as base:
+        assert base.startswith("http://[::1]:")
+        names = [s["study_name"] for s in get_json(base, "/api/studies")["study_summaries"]]
+    assert names == [tuned_study.name]
 
 
 def test_dashboard_refuses_a_missing_storage_and_creates_nothing(run_cli, tmp_path) -> None:
