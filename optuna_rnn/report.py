@@ -47,7 +47,10 @@ def plots(study: optuna.Study) -> dict[str, tuple[str, Callable[[], go.Figure]]]
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
     targets: list[tuple[str, str, Target]] = [("", names[0], None)]
     if len(study.directions) > 1:
-        targets = [(f"-{_slug(name)}", name, _objective(i)) for i, name in enumerate(names)]
+        slugs = [_slug(name) for name in names]
+        # names that differ only in punctuation ("val loss", "val/loss") must not share files
+        slugs = [f"{i}-{s}" if slugs.count(s) > 1 else s for i, s in enumerate(slugs)]
+        targets = [(f"-{slugs[i]}", name, _objective(i)) for i, name in enumerate(names)]
     out: dict[str, tuple[str, Callable[[], go.Figure]]] = {}
     for suffix, name, target in targets:
         kw: dict[str, Any] = {"target": target, "target_name": name}

@@ -106,6 +106,13 @@ def test_report_of_a_multi_objective_study_has_a_pareto_front(tmp_path) -> None:
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert f"## Pareto front\n\n{len(study.best_trials)} trials:" in summary
 
+    study.set_metric_names(["val loss", "val/loss"])  # the same file name once slugged
+    written = write_report(study, tmp_path / "same")
+    assert {p.name for p in written if p.name.startswith("history")} == {
+        "history-0-val_loss.html",
+        "history-1-val_loss.html",
+    }
+
 
 def test_report_of_a_missing_study_exits_2(run_cli, tuned_study, tmp_path) -> None:
     out = run_cli("report", "--study", "nope", "--storage", tuned_study.storage, "--out", "report")
