@@ -140,12 +140,11 @@ def load_best_model(
     config = recorded_config(backend, study_name)
     if config is None:
         raise UsageError(f"no study named {study_name!r}")
-    study = optuna.load_study(study_name=study_name, storage=backend)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))
+    if not ranked:
         raise LookupError(f"study {study_name!r} has no complete trial yet")
     directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
-    return in_original_units(download_model_payload(artifact_store(directory), study.best_trial))
+    return in_original_units(download_model_payload(artifact_store(directory), ranked[0]))
 
 
 class KeepTopModels:

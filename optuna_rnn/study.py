@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
-from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload
+from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload, ranked_complete
 from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, ForecastSeries
 from optuna_rnn.errors import UsageError
@@ -387,10 +387,14 @@ class StudySession:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
 
     def best_trial(self) -> FrozenTrial | None:
-        try:
-            return self.study.best_trial
-        except ValueError:
-            return None
+        """The best COMPLETE trial, the earliest among ties, as ``--keep-top`` and the dashboard rank.
+
+        Not ``Study.best_trial``: on PostgreSQL and MySQL its ``ORDER BY value LIMIT 1``
+        leaves ties in no fixed order, and the trial it picks might be one whose model
+        ``--keep-top`` removed.
+        """
+        ranked = ranked_complete(self.study)
+        return ranked[0] if ranked else None
 
     def best_test(self) -> dict[str, Any] | None:
         """The best trial's test metric, computed once from its saved weights and recorded."""
