@@ -34,9 +34,13 @@ MODEL_MIMETYPE = "application/x-pytorch"
 ARTIFACT_ATTR = "model_artifact_id"
 
 
-def artifact_store(path: str | os.PathLike[str]) -> FileSystemArtifactStore:
-    """A file-system artifact store at ``path`` (created if missing)."""
-    Path(path).mkdir(parents=True, exist_ok=True)
+def artifact_store(path: str | os.PathLike[str], *, create: bool = True) -> FileSystemArtifactStore:
+    """A file-system artifact store at ``path``, created if missing unless ``create=False``.
+
+    Readers pass ``create=False``: a mistyped ``--artifacts`` must not leave a folder behind.
+    """
+    if create:
+        Path(path).mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(base_path=str(path))
 
 
@@ -144,7 +148,7 @@ def load_best_model(
     if not ranked:
         raise LookupError(f"study {study_name!r} has no complete trial yet")
     directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
-    return in_original_units(download_model_payload(artifact_store(directory), ranked[0]))
+    return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
 
 
 class KeepTopModels:

@@ -314,7 +314,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         "hyperparams": hp.to_dict(),
     }
     if args.export:
-        payload = download_model_payload(artifact_store(session.artifacts_dir), best)
+        payload = download_model_payload(artifact_store(session.artifacts_dir, create=False), best)
         try:
             torch.save(payload, args.export)
         except (OSError, RuntimeError) as exc:  # torch reports a missing folder as a RuntimeError

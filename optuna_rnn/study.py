@@ -404,7 +404,7 @@ class StudySession:
         recorded = self.study.user_attrs.get(BEST_TEST_ATTR)
         if isinstance(recorded, dict) and recorded.get("trial") == best.number:
             return recorded
-        payload = download_model_payload(artifact_store(self.artifacts_dir), best)
+        payload = download_model_payload(artifact_store(self.artifacts_dir, create=False), best)
         model = model_from_payload(payload)
         hp = Hyperparams(**payload["hyperparams"])
         data = self.dataset.windowed(hp.window)

@@ -273,3 +273,4 @@ def test_load_best_model_errors(tuned_study, tmp_path) -> None:
     assert not (tmp_path / "absent.db").exists()
     with pytest.raises(LookupError, match="missing from the artifact store"):
         load_best_model(tuned_study.name, storage=tuned_study.storage, artifacts=tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()  # looking creates nothing
