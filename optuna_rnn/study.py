@@ -442,8 +442,9 @@ def open_session(
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
     config = merge_config(given or {}, recorded)
-    if recorded is None and config.artifacts is None:
-        config = StudyConfig(**{**_as_kwargs(config), "artifacts": default_artifacts_dir(url)})
+    if recorded is None:  # recorded absolute: other processes open it from other directories
+        artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
+        config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
     dataset = config.dataset.load()  # validates the data before anything is created
     fit_space(config.space, dataset)
     sampler = make_sampler(config, task=dataset.task)

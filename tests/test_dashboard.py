@@ -274,3 +274,23 @@ def test_load_best_model_errors(tuned_study, tmp_path) -> None:
     with pytest.raises(LookupError, match="missing from the artifact store"):
         load_best_model(tuned_study.name, storage=tuned_study.storage, artifacts=tmp_path / "empty")
     assert not (tmp_path / "empty").exists()  # looking creates nothing
+
+
+def test_a_relative_artifacts_dir_from_the_python_api_is_recorded_absolute(
+    tmp_path, tiny_space, monkeypatch
+) -> None:
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+    from optuna_rnn.study import open_session, run_trials
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'rel.db'}"
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(tiny_space)}
+    given |= {"max_epochs": 1, "seed": 0, "artifacts": "models"}
+    session = open_session("rel", storage=storage, given=given, create=True)
+    run_trials(session, n_trials=1, progress=False)
+    assert session.config.artifacts == str(tmp_path / "models")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # another process, another working directory
+    assert isinstance(load_best_model("rel", storage=storage), torch.nn.Module)
