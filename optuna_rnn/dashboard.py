@@ -23,6 +23,7 @@ import json
 import re
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -347,13 +348,19 @@ class StudyDashboard:
         self.update()
 
     def update(self) -> None:
-        """Publish the note and graphs now."""
+        """Publish the note and graphs now; a failure is a warning, never the end of the study."""
         started = time.monotonic()
         try:
-            test = self.session.best_test()
-        except LookupError:  # the best model's file is missing: show the rest
-            test = None
-        publish(self.session.study, best_test=test)
+            try:
+                test = self.session.best_test()
+            except LookupError:  # the best model's file is missing: show the rest
+                test = None
+            publish(self.session.study, best_test=test)
+        except Exception as exc:  # e.g. an unreadable model file: the trials matter more than the note
+            warnings.warn(
+                f"the dashboard content of study {self.session.study.study_name!r} was not updated: {exc}",
+                stacklevel=2,
+            )
         self._last = time.monotonic()
         self._cost = self._last - started
 

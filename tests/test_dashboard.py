@@ -7,6 +7,7 @@ import re
 import socket
 import time
 import urllib.error
+from pathlib import Path
 
 import optuna
 import pytest
@@ -294,3 +295,22 @@ def test_a_relative_artifacts_dir_from_the_python_api_is_recorded_absolute(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # another process, another working directory
     assert isinstance(load_best_model("rel", storage=storage), torch.nn.Module)
+
+
+def test_a_failed_dashboard_update_is_a_warning_and_the_study_goes_on(tmp_path, tiny_space) -> None:
+    from optuna_rnn.dashboard import StudyDashboard
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+    from optuna_rnn.study import BEST_TEST_ATTR, open_session, run_trials
+
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(tiny_space)}
+    given |= {"max_epochs": 1, "seed": 0, "pruner": "none"}
+    session = open_session("bad", storage=f"sqlite:///{tmp_path / 'b.db'}", given=given, create=True)
+    run_trials(session, n_trials=1, progress=False)
+    best = session.best_trial()
+    assert best is not None
+    (Path(session.artifacts_dir) / best.user_attrs[ARTIFACT_ATTR]).write_bytes(b"not a model")
+    session.study.set_user_attr(BEST_TEST_ATTR, None)  # so that the next publish reads the file
+    dashboard = StudyDashboard(session, min_interval=0.0)
+    with pytest.warns(UserWarning, match="dashboard content of study 'bad' was not updated"):
+        dashboard(session.study, best)  # as the study calls it after a trial: it must not raise
