@@ -158,7 +158,7 @@ def test_note_is_published_as_the_study_runs_and_throttled(tmp_path, tiny_space)
     first = "| 1 | 0 | 0 | 0 |"  # complete, pruned, failed, running: published after the first trial
     assert first in seen[0][1]
     throttled = [note for at, note in seen[1:] if at - seen[0][0] < 9]  # within the 10 s interval
-    assert all(first in note for note in throttled)
+    assert throttled and all(first in note for note in throttled)
     final = get_note(session.study)
     assert "| 3 | 0 | 0 | 0 |" in final and f"**Trial #{session.study.best_trial.number}**" in final
 

@@ -140,6 +140,7 @@ def test_pruning_callback_with_a_snapshot_prunes_a_poor_trial(tmp_path: Path, ba
     trial = study.trials[1]
     assert trial.state == TrialState.PRUNED  # no accuracy reaches the completed trial's 1.0
     assert min(trial.intermediate_values) == 1
+    assert snapshot._copy is not None  # judged against the snapshot, not by should_prune
     assert not snapshot._stored  # the callback let go of the finished trial
 
 
@@ -198,4 +199,5 @@ def test_the_objective_judges_with_one_snapshot_per_study(tmp_path: Path) -> Non
     study.optimize(objective, n_trials=2)
     assert [t.state for t in study.trials[1:]] == [TrialState.PRUNED, TrialState.PRUNED]
     assert objective._snapshot is not None and objective._snapshot.study is study
+    assert objective._snapshot._copy is not None  # the snapshot judged them
     assert not objective._snapshot._stored  # each trial let go of its values when it ended
