@@ -34,7 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="optuna-rnn", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="optuna-rnn",
+        description="Tune PyTorch RNN/LSTM/GRU models with Optuna; studies live in a database "
+        "that optuna-dashboard shows.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('optuna-rnn')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -42,35 +46,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="create or resume a study and run its trials")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--dataset", help="a built-in dataset (see `optuna-rnn datasets`)")
+    source.add_argument("--dataset", metavar="NAME", help="a built-in dataset (see `optuna-rnn datasets`)")
     source.add_argument("--data", metavar="PATH", help="your own .csv (forecasting) or .npz file")
     run.add_argument(
-        "--target", help="CSV column to forecast (default: the last one that is not the time column)"
+        "--target",
+        metavar="COL",
+        help="CSV column to forecast (default: the last one that is not the time column)",
     )
-    run.add_argument("--horizon", type=int, help="forecast this many steps ahead (default 1)")
-    run.add_argument("--study", help="study name (default: the dataset's name)")
+    run.add_argument("--horizon", type=int, metavar="H", help="forecast this many steps ahead (default 1)")
+    run.add_argument("--study", metavar="NAME", help="study name (default: the dataset's name)")
     _storage_arg(run)
     _n_trials_arg(run)
-    run.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     run.add_argument("--sampler", choices=SAMPLERS, help="default tpe")
     run.add_argument("--pruner", choices=PRUNERS, help="default median")
-    run.add_argument("--max-epochs", type=int, help="epochs per trial at most (default 30)")
-    run.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 10)")
-    run.add_argument("--seed", type=int, help="makes a single-worker study repeatable")
+    run.add_argument("--max-epochs", type=int, metavar="E", help="epochs per trial at most (default 30)")
+    run.add_argument(
+        "--patience", type=int, metavar="P", help="early-stopping patience in epochs (default 10)"
+    )
+    run.add_argument("--seed", type=int, metavar="S", help="makes a single-worker study repeatable")
     run.add_argument("--space", metavar="FILE", help="TOML file fixing or narrowing parameters")
     run.add_argument("--artifacts", metavar="DIR", help="where trained weights and checkpoints go")
     run.add_argument("--keep-top", type=int, metavar="K", help="keep only the best K trials' weights")
-    run.add_argument("--workers", type=int, default=1, help="local worker processes on the study (default 1)")
+    run.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="local worker processes on the study (default 1)"
+    )
     _device_arg(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     worker = commands.add_parser(
         "worker", help="join an existing study and run its trials (from any machine)"
     )
-    worker.add_argument("--study", required=True)
+    worker.add_argument("--study", required=True, help="name of the study to join")
     _storage_arg(worker)
     _n_trials_arg(worker)
-    worker.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    worker.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     worker.add_argument(
         "--threads", type=int, help="torch threads (default: all cores; share them between workers)"
     )
@@ -78,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     best = commands.add_parser("best", help="print the best trial as JSON")
-    best.add_argument("--study", required=True)
+    best.add_argument("--study", required=True, help="study name")
     _storage_arg(best)
     best.add_argument("--export", metavar="PATH", help="also write the best model to PATH")
 
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     report = commands.add_parser("report", help="write HTML plots and summary.md of a study")
-    report.add_argument("--study", required=True)
+    report.add_argument("--study", required=True, help="study name")
     _storage_arg(report)
     report.add_argument("--out", required=True, metavar="DIR", help="directory to write the report to")
     return parser
@@ -110,12 +120,18 @@ def _n_trials_arg(parser: argparse.ArgumentParser) -> None:
         "--n-trials",
         type=int,
         default=DEFAULT_N_TRIALS,
+        metavar="N",
         help=f"the study's total of finished trials (default {DEFAULT_N_TRIALS})",
     )
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where trials train (default auto: a CUDA GPU when there is one)",
+    )
 
 
 def given_config(args: argparse.Namespace) -> dict[str, Any]:

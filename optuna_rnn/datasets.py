@@ -150,7 +150,7 @@ DATASETS: dict[str, BuiltinDataset] = {
             description=(
                 "Nine speakers uttering /ae/, one sequence of 12 LPC cepstrum coefficients per "
                 "frame, classified by speaker. Raw variable length (7-29 frames): sequences are "
-                "padded, packed and batched by length, so padding never reaches the model. "
+                "padded and batched by length; padding never reaches the model's output. "
                 "The files' own split: 270 training utterances (30 per speaker; a stratified "
                 "48 of them validate) and 370 test utterances. Coefficients standardised on the "
                 "training split."

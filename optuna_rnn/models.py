@@ -2,8 +2,9 @@
 
 :class:`RecurrentNet` is an ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (batch first)
 followed by dropout and a linear head on the last hidden state of the last
-layer (both directions concatenated when bidirectional). Variable-length
-batches are packed, so padding reaches neither the recurrence nor the head.
+layer (both directions concatenated when bidirectional). In variable-length
+batches padding never reaches the head: a unidirectional net reads each
+sequence's output at its own last step, a bidirectional one packs the batch.
 
 Initialisers act per gate block: ``weight_ih_l*`` of an LSTM holds four
 ``hidden x input`` blocks (input, forget, cell, output gates) and each is

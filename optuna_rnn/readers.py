@@ -192,7 +192,7 @@ def read_npz(path: Path) -> SequenceData:
     )
     description = (
         f"{path.name}: {data.output_size}-class classification of {len(arrays['X'])} sequences"
-        + (" of variable length (packed)" if "lengths" in arrays else "")
+        + (" of variable length" if "lengths" in arrays else "")
         + ("; test split from X_test/y_test" if "X_test" in arrays else "; stratified 70/15/15 split")
         + "; standardised per channel on the training split."
     )

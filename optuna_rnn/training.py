@@ -4,8 +4,8 @@ Why it is fast: the splits live on the device as whole tensors; each epoch
 shuffles once and slices contiguous batches (no ``DataLoader``, no per-sample
 Python); losses and gradient norms are accumulated on the device and read back
 once per epoch, so no batch waits for the host. Variable-length sequences are
-bucketed by length so that a batch is padded only to its own longest sequence,
-and packed so that padding never reaches the recurrence.
+bucketed by length so that a batch is padded only to its own longest sequence;
+the model keeps the padding out of its output (see :class:`RecurrentNet`).
 
 Callbacks see a :class:`TrainState` at ``on_train_begin``, after every epoch
 (``on_epoch_end``) and at ``on_train_end`` (always, also when a callback
