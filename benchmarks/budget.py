@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class BudgetRun:
     best_params: dict[str, Any]
     all_params: list[dict[str, Any]]
     test_value: float | None
+    states: list[str] = field(default_factory=list)  # each trial's final state, by trial number
+    best_number: int | None = None
 
     def best_at(self, epochs: float) -> float:
         """Best validation value after at most ``epochs`` epochs (NaN before the first trial)."""
@@ -123,6 +125,7 @@ def run_budget(
 
         study.optimize(objective, callbacks=[account])
         trials = study.get_trials(deepcopy=False, states=FINISHED)
+        ordered = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         test = session.best_test()
         best = session.best_trial()
         return BudgetRun(
@@ -134,6 +137,8 @@ def run_budget(
             trials=len(trials),
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
             best_params=best.params if best else {},
-            all_params=[t.params for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)],
+            all_params=[t.params for t in ordered],
             test_value=test["test_value"] if test else None,
+            states=[t.state.name for t in ordered],
+            best_number=best.number if best else None,
         )

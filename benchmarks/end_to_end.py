@@ -5,7 +5,12 @@ side is what ``optuna-rnn run --dataset digits --n-trials 20 --max-epochs 10`` d
 start-up (study creation on a fresh SQLite file, trials, artifacts, the best trial's test
 metric). A third study runs the package with the hand-written study's search space and pruner
 (``HANDWRITTEN_SPACE``, median pruner without warm-up), which separates what the package's
-machinery costs or saves from what its broader default space costs. Repeated over seeds.
+machinery costs or saves from what its broader default space costs. Repeated over seeds, with
+the three studies in a rotated order.
+
+The package returns each trial's best epoch (and keeps that epoch's weights); the official
+example returns the last epoch's accuracy. The table gives the hand-written study both ways:
+its own best value, and the best epoch of any of its complete trials.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def package_study(
         )
         if like_handwritten:
             session.study.pruner = handwritten_pruner()
-        run_trials(session, n_trials=n_trials, progress=False)
+        run_trials(session, n_trials=n_trials, progress=False, device="cpu")  # as the hand-written side
         session.best_test()
         return time.perf_counter() - t0, session.study
 
@@ -53,19 +58,34 @@ def run(*, quick: bool = False) -> Section:
     package_study(0, n_trials=1, max_epochs=1)
     run_handwritten_study(data, n_trials=1, seed=0)  # type: ignore[arg-type]
     at_least_as_good = 0
-    for seed in seeds:
-        pkg_s, pkg = package_study(seed, n_trials=n_trials, max_epochs=max_epochs)
-        same_s, same = package_study(seed, n_trials=n_trials, max_epochs=max_epochs, like_handwritten=True)
+
+    def hand_study(seed: int) -> tuple[float, optuna.Study]:
         t0 = time.perf_counter()
-        hand = run_handwritten_study(data, n_trials=n_trials, seed=seed)  # type: ignore[arg-type]
-        hand_s = time.perf_counter() - t0
+        study = run_handwritten_study(data, n_trials=n_trials, seed=seed)  # type: ignore[arg-type]
+        return time.perf_counter() - t0, study
+
+    sides = {
+        "package": lambda seed: package_study(seed, n_trials=n_trials, max_epochs=max_epochs),
+        "same": lambda seed: package_study(
+            seed, n_trials=n_trials, max_epochs=max_epochs, like_handwritten=True
+        ),
+        "hand": hand_study,
+    }
+    for seed in seeds:
+        order = list(sides)[seed % 3 :] + list(sides)[: seed % 3]  # none always first or last
+        done = {side: sides[side](seed) for side in order}
+        (pkg_s, pkg), (same_s, same), (hand_s, hand) = done["package"], done["same"], done["hand"]
         studies = (pkg, same, hand)
+        hand_best_epoch = max(
+            max(t.intermediate_values.values()) for t in hand.trials if t.state == TrialState.COMPLETE
+        )
         rows.append(
             [seed, pkg_s, same_s, hand_s, pkg_s / hand_s, same_s / hand_s]
             + [s.best_value for s in studies]
+            + [hand_best_epoch]
             + [" / ".join(str(sum(t.state == TrialState.PRUNED for t in s.trials)) for s in studies)]
         )
-        at_least_as_good += pkg.best_value >= hand.best_value
+        at_least_as_good += pkg.best_value >= hand_best_epoch
         ratios.append(pkg_s / hand_s)
         same_ratios.append(same_s / hand_s)
         print(f"  seed {seed}: package {pkg_s:.1f} s, same space {same_s:.1f} s, hand-written {hand_s:.1f} s")
@@ -83,6 +103,7 @@ def run(*, quick: bool = False) -> Section:
                 "package best val acc",
                 "same space best val acc",
                 "hand-written best val acc",
+                "hand-written best epoch acc",
                 "pruned (package / same / hand)",
             ],
             rows,
@@ -90,8 +111,8 @@ def run(*, quick: bool = False) -> Section:
         + f"\n\nMedian wall-clock ratio to the hand-written study: package with its defaults "
         f"**{statistics.median(ratios):.2f}**, package with the same space and pruner "
         f"**{statistics.median(same_ratios):.2f}**. The package's best validation accuracy is at least "
-        f"the hand-written study's on {at_least_as_good} of {len(seeds)} seeds. Both sides ran one "
-        "untimed warm-up study first."
+        f"the best epoch of any complete hand-written trial on {at_least_as_good} of {len(seeds)} seeds. "
+        "Both sides ran one untimed warm-up study first, and all three train on the CPU."
     )
     return Section("End to end: 20-trial digits study", "python -m benchmarks --only end_to_end", body)
 

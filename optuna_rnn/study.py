@@ -225,7 +225,8 @@ def make_sampler(config: StudyConfig, *, task: str) -> optuna.samplers.BaseSampl
     parameters) and uses the constant liar, so parallel workers do not sample
     the same point. It keeps Optuna's 10 random start-up trials: with 5, the
     search-quality benchmark's default needed more of the budget to reach
-    random search's best on two of four datasets and none fewer.
+    random search's best on two of four datasets, as much on a third and a
+    little less on the fourth.
     """
     seed, name = config.seed, config.sampler
     if name == "tpe":
@@ -251,10 +252,10 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
     """The pruner named ``name``; epochs are its steps.
 
     The median pruner (the default) judges a trial from its first epoch on, once 2 trials have
-    completed. Under an equal epoch budget TPE with it found random search's best with 36-45% of
-    the budget on all four benchmark datasets, where Optuna's usual 5 start-up trials and a 3-epoch
-    warm-up needed 54-58% and ended with worse forecasts (``benchmarks/RESULTS.md``, "Search
-    quality" and "Choosing the default pruner").
+    completed. Under an equal epoch budget, on one machine and the same seeds, TPE with it found
+    random search's best with 39-45% of the budget on all four benchmark datasets, where Optuna's
+    usual 5 start-up trials and a 3-epoch warm-up needed 54-58% and ended with worse validation
+    forecasts (``benchmarks/RESULTS.md``, "Choosing the default pruner").
     """
     warmup = min(3, max(0, max_epochs - 1))
     if name == "median":
