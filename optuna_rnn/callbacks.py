@@ -40,7 +40,8 @@ class PruningCallback(Callback):
     With ``background=True`` the report and the pruner's check (a storage
     write and a read) run in a worker thread while the next epoch trains. When
     the pruner says prune, that epoch is abandoned at its next batch and the
-    trial ends PRUNED at the epoch it was judged on, as with in-line checks;
+    trial ends PRUNED at the epoch it was judged on, as with in-line checks
+    (or at the next epoch, when that one finished before the check did);
     the last epoch is always judged before training returns. This pays off
     when the check waits on a remote database; with a local SQLite file the
     check is Python work that competes with the training loop for the
