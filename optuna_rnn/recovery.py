@@ -20,7 +20,7 @@ Three ways a trial can stop before it finishes, and what brings it back:
 
 A dead worker's trial is retried once: a retry whose worker dies again stays
 FAIL (it may be what kills the worker), and its checkpoint is removed when a
-run wraps up (:func:`drop_orphaned_checkpoints`).
+run wraps up (:func:`drop_leftovers`).
 Checkpoints live in ``<artifacts>/checkpoints/<study>/``; workers on several
 machines resume each other's trials only when that directory is shared
 (set ``--artifacts`` to a shared path when creating the study).
@@ -184,21 +184,12 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
     return queued
 
 
-def drop_requeue_claims(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
-    """Remove the claim markers of trials whose retry is in the storage: no run needs them now.
+def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
+    """Remove what no run needs any more: claim markers of retried trials, orphaned checkpoints.
 
-    Called when a run wraps up, long after any run that started with it has passed its
-    requeue; without it, the markers kept the checkpoint folder from ever being removed.
-    """
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    for trial in trials:
-        if trial.number in retried:
-            _marker(Path(directory), trial).unlink(missing_ok=True)
-
-
-def drop_orphaned_checkpoints(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
-    """Remove the checkpoints that no trial will resume.
+    Called when a run wraps up. A claim marker is spent once its trial's retry is in the
+    storage (any run that started with this one has passed its requeue by then); left
+    behind, the markers kept the checkpoint folder from ever being removed.
 
     A trial removes its own checkpoint when it finishes, but not when its worker dies: a
     retry whose worker died again is FAIL for good, and so is a trial that failed while
@@ -209,6 +200,8 @@ def drop_orphaned_checkpoints(study: optuna.Study, directory: str | os.PathLike[
     retried = _retried(trials)
     needed, used = set(), set()
     for trial in trials:
+        if trial.number in retried:
+            _marker(Path(directory), trial).unlink(missing_ok=True)
         key = trial.user_attrs.get(CHECKPOINT_ATTR)
         if not isinstance(key, str):
             continue

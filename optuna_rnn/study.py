@@ -35,8 +35,7 @@ from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
     checkpoints_dir,
-    drop_orphaned_checkpoints,
-    drop_requeue_claims,
+    drop_leftovers,
     requeue_interrupted,
     retry_callback,
     tidy_checkpoints,
@@ -451,7 +450,7 @@ def open_session(
     sampler = make_sampler(config, task=dataset.task)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
     if recorded is None:
-        artifacts = Path(config.artifacts or default_artifacts_dir(url))
+        artifacts = Path(artifacts_dir)
         try:
             artifacts.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -622,7 +621,6 @@ def run_trials(
 def _wrap_up(session: StudySession, dashboard: StudyDashboard) -> None:
     """Remove the empty checkpoint folder and publish the dashboard content, undisturbed by signals."""
     with shutdown.deferred():
-        drop_requeue_claims(session.study, session.checkpoints_dir)
-        drop_orphaned_checkpoints(session.study, session.checkpoints_dir)
+        drop_leftovers(session.study, session.checkpoints_dir)
         tidy_checkpoints(session.checkpoints_dir)
         dashboard.update()

@@ -14,7 +14,7 @@ from optuna_rnn.recovery import (
     HEARTBEAT_ENV,
     INTERRUPTED,
     checkpoints_dir,
-    drop_orphaned_checkpoints,
+    drop_leftovers,
     heartbeat_settings,
     requeue_interrupted,
 )
@@ -116,7 +116,7 @@ def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     _add(study, TrialState.FAIL, **{CHECKPOINT_ATTR: "running"})  # taken over by the next trial...
     _add(study, TrialState.RUNNING, **{CHECKPOINT_ATTR: "running"})  # ...which is still training
     _add(study, TrialState.COMPLETE, **{CHECKPOINT_ATTR: "done-retry"})  # a stalled writer's late save
-    drop_orphaned_checkpoints(study, tmp_path)
+    drop_leftovers(study, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.pt", "running.pt"]
 
 
