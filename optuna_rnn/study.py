@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
@@ -170,13 +171,16 @@ def open_storage(
             try:
                 with warnings.catch_warnings():  # heartbeat arguments are "experimental" in Optuna 5
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
+                    rdb = optuna.storages.RDBStorage(
                         with_installed_driver(url),
                         engine_kwargs=engine_kwargs,
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period if heartbeat_interval is not None else None,
                         heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
                     )
+                if file is not None and os.access(file, os.W_OK):  # a read-only file has no writers to race
+                    sqlalchemy.event.listen(rdb.engine, "begin", _begin_immediate)
+                return rdb
             except (IntegrityError, ProgrammingError, OperationalError) as exc:
                 # Another process is creating the same new schema; once it is done, ours opens it.
                 # (SQLite says so with an OperationalError, which otherwise means "cannot connect".)
@@ -205,6 +209,21 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+    """Start each SQLite transaction holding the write lock (``BEGIN IMMEDIATE``).
+
+    Optuna moves a queued trial to RUNNING by reading its state and then updating it,
+    relying on ``SELECT ... FOR UPDATE``, which SQLite ignores: two workers that asked at
+    the same moment both read WAITING and both ran the trial (a retry of an interrupted
+    trial, or an enqueued one), and the slower one crashed with "Cannot tell a COMPLETE
+    trial" (optuna/optuna#4002). Taking the lock at the start makes that read and write
+    one step; with WAL, readers in other processes (the dashboard) are not blocked.
+    """
+    dbapi = connection.connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def default_artifacts_dir(url: str) -> str:

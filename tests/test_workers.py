@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -346,6 +347,39 @@ def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials
     retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert set(retried) == {t.number for t in failed}  # each interrupted trial queued once
     assert retried[victim.number].user_attrs[RESUMED_ATTR] >= 1
+
+
+_ASK = """
+import sys, time, optuna
+from optuna_rnn.study import open_storage
+study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+print(" ".join(str(study.ask().number) for _ in range(40)))
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_workers_asking_at_once_never_get_the_same_queued_trial(tmp_path, kind: str) -> None:
+    # Retries of interrupted trials are queued (WAITING); Optuna's pop relies on SELECT FOR
+    # UPDATE, which SQLite ignores, so both workers used to run the same retry.
+    url = f"sqlite:///{tmp_path / 'q.db'}" if kind == "sqlite" else str(tmp_path / "q.log")
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for x in range(80):
+        study.enqueue_trial({"x": x})
+    at = str(time.time() + 4)  # both start asking at the same moment, after their imports
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ASK, url, at], stdout=subprocess.PIPE, text=True, env=cli_env()
+        )
+        for _ in range(2)
+    ]
+    got = [set(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [len(g) for g in got] == [40, 40]
+    assert got[0].isdisjoint(got[1]), sorted(got[0] & got[1])
+    assert got[0] | got[1] == set(range(80))  # the queued trials, none new
+    assert count(trials_of(url, "queue"), TrialState.RUNNING) == 80
 
 
 def test_two_runs_racing_to_create_one_study_share_it_or_refuse_a_different_config(
