@@ -207,7 +207,7 @@ def check_timeout(timeout: float | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
-    from optuna_rnn.study import mask_url, open_session, run_trials
+    from optuna_rnn.study import mask_url, open_session, run_trials, storage_url
 
     if args.n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
@@ -215,6 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_timeout(args.timeout)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and storage_url(args.storage) in ("sqlite://", "sqlite:///:memory:"):
+        raise UsageError("--workers N needs a storage its processes share, not an in-memory SQLite database")
     given = given_config(args)
     name = args.study
     if name is None:

@@ -7,6 +7,10 @@ Three ways a trial can stop before it finishes, and what brings it back:
   period, the next worker to start a trial marks it FAIL and Optuna's
   ``RetryHeartbeatStaleTrialCallback`` queues one retry with the same
   parameters, user attrs and intermediate values (see ``open_storage``).
+  Journal files and Redis have no heartbeat, so a run or worker that starts
+  also looks for running trials whose worker (the ``worker`` user attr,
+  ``host:pid``) was on this machine and no longer exists, and does the same
+  (:func:`requeue_orphaned`); a dead worker on another machine needs the heartbeat.
 * **It was interrupted** (SIGTERM, SIGINT, Ctrl-C). The trial is closed as FAIL
   with ``stop_reason = "interrupted"``; the next ``run`` or ``worker`` start
   queues it once more through the same callback (:func:`requeue_interrupted`),
@@ -33,7 +37,9 @@ import copy
 import hashlib
 import os
 import re
+import socket
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,10 @@ INTERRUPTED = "interrupted"
 CHECKPOINT_ATTR = "checkpoint"
 RESUMED_ATTR = "resumed_from_epoch"
 CHECKPOINTS_DIRNAME = "checkpoints"
+WORKER_ATTR = "worker"
+# A retry popped from the queue still carries its dead worker's ``worker`` attr until its new
+# worker records itself, a moment later: younger running trials are never taken for orphans.
+ORPHAN_MIN_AGE_SECONDS = 5
 
 
 def heartbeat_settings() -> tuple[int | None, int | None]:
@@ -182,6 +192,49 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
             raise
         queued.append(trial.number)
     return queued
+
+
+def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:
+    """Close as FAIL, and queue for a retry, running trials whose worker on this machine is gone.
+
+    On storages without a heartbeat (journal file, Redis, an RDB with the heartbeat off)
+    a killed worker's trial would otherwise stay RUNNING for ever, counting towards
+    ``--n-trials`` so that every later run stops one trial short. Its ``worker`` attr says
+    which process ran it; when that was on this host and the process no longer exists,
+    the trial is failed and retried once, as the heartbeat would do. Workers starting
+    together claim each trial with the same marker files as :func:`requeue_interrupted`.
+    Returns the numbers of the trials queued again.
+    """
+    host, now = socket.gethostname(), datetime.now()
+    queued = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        name, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if (
+            name != host
+            or not pid.isdigit()
+            or _alive(int(pid))
+            or trial.datetime_start is None
+            or (now - trial.datetime_start).total_seconds() < ORPHAN_MIN_AGE_SECONDS
+            or not _claim(Path(directory), trial)
+        ):
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # closed meanwhile by another worker (the heartbeat's retry owns it)
+        retry_callback()(study, copy.deepcopy(trial))
+        queued.append(trial.number)
+    return queued
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> None:

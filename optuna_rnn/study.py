@@ -38,6 +38,7 @@ from optuna_rnn.recovery import (
     checkpoints_dir,
     drop_leftovers,
     requeue_interrupted,
+    requeue_orphaned,
     retry_callback,
     tidy_checkpoints,
 )
@@ -566,6 +567,7 @@ def run_trials(
     from optuna_rnn.dashboard import StudyDashboard
 
     with shutdown.deferred():  # a trial half requeued would be lost for good
+        requeue_orphaned(session.study, session.checkpoints_dir)
         requeue_interrupted(session.study, session.checkpoints_dir)
     shutdown.check()
     total = SharedTotal(n_trials)

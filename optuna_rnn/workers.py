@@ -18,7 +18,6 @@ each closes its trial as FAIL and exits, and the parent exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -34,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
-from optuna_rnn.recovery import mark_interrupted
+from optuna_rnn.recovery import WORKER_ATTR, mark_interrupted
 
 if TYPE_CHECKING:
     from optuna_rnn.study import StudySession
@@ -43,7 +42,6 @@ STOP_GRACE_SECONDS = 30.0
 # Set in the environment of the workers that ``run --workers N`` starts: their parent speaks for them.
 LOCAL_WORKER_ENV = "OPTUNA_RNN_LOCAL_WORKER"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-WORKER_ATTR = "worker"
 
 
 # --- the shared total -----------------------------------------------------------------
@@ -231,8 +229,13 @@ def run_workers(
     A :class:`KeyboardInterrupt` (Ctrl-C, or SIGTERM through
     :mod:`optuna_rnn.shutdown`) stops the workers gracefully and is re-raised.
     """
-    if session.finished() >= n_trials:
-        return 0  # nothing left to do: no need to start anyone
+    from optuna_rnn.study import run_trials  # study imports this module
+
+    left = n_trials - session.finished()
+    if left <= 0:  # nothing to train; requeue and wrap up as a one-process run would
+        run_trials(session, n_trials=n_trials, device=device, progress=False)
+        return 0
+    workers = min(workers, left)  # an idle worker would only take cores from the others
     threads = threads_per_worker(workers)
     gpus = gpus_per_worker(workers, device)
     command = worker_command(
@@ -246,25 +249,28 @@ def run_workers(
         LOCAL_WORKER_ENV: "1",
     }
     procs: list[subprocess.Popen[bytes]] = []
+    before_exec = _exit_with_parent()
     try:
-        for gpu in gpus:
-            env = dict(base_env) if gpu is None else {**base_env, "CUDA_VISIBLE_DEVICES": gpu}
-            procs.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    start_new_session=True,  # the parent alone receives the terminal's Ctrl-C
-                    preexec_fn=_exit_with_parent,
+        with shutdown.deferred():  # a Ctrl-C inside Popen would lose a started worker
+            for gpu in gpus:
+                env = dict(base_env) if gpu is None else {**base_env, "CUDA_VISIBLE_DEVICES": gpu}
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        start_new_session=True,  # the parent alone receives the terminal's Ctrl-C
+                        preexec_fn=before_exec,
+                    )
                 )
-            )
         _watch(session, procs, n_trials=n_trials, progress=progress)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or the parent failing: never leave workers behind
         stop_workers(procs)
         raise
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
     for index, code in failed:
-        print(f"optuna-rnn: worker {index + 1} of {workers} exited with code {code}", file=sys.stderr)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        print(f"optuna-rnn: worker {index + 1} of {workers} {how}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -275,7 +281,7 @@ def _watch(
     bar = tqdm(
         total=n_trials,
         initial=min(session.finished(), n_trials),
-        desc=f"{session.study.study_name} ({len(procs)} workers)",
+        desc=f"{session.study.study_name} ({len(procs)} worker{'s' if len(procs) > 1 else ''})",
         unit="trial",
         disable=not progress,
         dynamic_ncols=True,
@@ -297,7 +303,8 @@ def _watch(
 def stop_workers(procs: list[subprocess.Popen[bytes]], *, grace: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM every running worker, wait up to ``grace`` seconds, then SIGKILL the rest.
 
-    A killed worker's trial is failed and retried through the heartbeat.
+    A killed worker's trial is failed and retried by the next run on this machine
+    (:func:`~optuna_rnn.recovery.requeue_orphaned`) or through the heartbeat.
     """
     for proc in procs:
         if proc.poll() is None:
@@ -311,11 +318,26 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], *, grace: float = STOP_GR
             proc.wait()
 
 
-def _exit_with_parent() -> None:
-    """In the child, before exec: on Linux, receive SIGTERM when the parent dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _exit_with_parent() -> Callable[[], None] | None:
+    """What a worker runs before exec (Linux): receive SIGTERM when the parent dies.
 
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ``prctl`` is looked up here, in the parent: between fork and exec the child must not
+    load libraries (a lock held by another of the parent's threads at the fork would never
+    be released). A parent that died before the call is noticed by the child's new parent id.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, pr_set_pdeathsig = os.getpid(), 1
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -22,7 +23,13 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.callbacks import load_checkpoint
-from optuna_rnn.recovery import CHECKPOINT_ATTR, INTERRUPTED, RESUMED_ATTR, checkpoints_dir
+from optuna_rnn.recovery import (
+    CHECKPOINT_ATTR,
+    INTERRUPTED,
+    ORPHAN_MIN_AGE_SECONDS,
+    RESUMED_ATTR,
+    checkpoints_dir,
+)
 from optuna_rnn.study import open_storage
 from tests.conftest import cli_command, cli_env, require_service
 
@@ -188,26 +195,34 @@ def create(run_cli, url: str, name: str, space: Path, *, epochs: int = 8) -> Non
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.parametrize("storage", ["postgresql", "journal"])
 def test_a_killed_workers_trial_is_retried_by_another_from_its_checkpoint(
-    run_cli, tmp_path, slow_space, new_study
+    run_cli, tmp_path, slow_space, new_study, storage: str
 ) -> None:
-    require_service("PostgreSQL", postgres_up)
-    name = new_study(POSTGRES)
-    create(run_cli, POSTGRES, name, slow_space)
+    # PostgreSQL finds the dead worker by its heartbeat; a journal file has none, and the next
+    # worker on this machine sees that the process named in the trial's `worker` attr is gone.
+    if storage == "postgresql":
+        require_service("PostgreSQL", postgres_up)
+        url, name = POSTGRES, new_study(POSTGRES)
+    else:
+        url, name = str(tmp_path / "study.log"), "killed"
+    create(run_cli, url, name, slow_space)
     directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
-    worker = ("worker", "--study", name, "--storage", POSTGRES, "--n-trials", "5", "-q")
+    worker = ("worker", "--study", name, "--storage", url, "--n-trials", "5", "-q")
 
     doomed = start(tmp_path, *worker)
     try:
-        victim, path = running_with_checkpoint(POSTGRES, name, directory, min_epoch=2)
+        victim, path = running_with_checkpoint(url, name, directory, min_epoch=2)
     finally:
-        doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING until its heartbeat is stale
+        doomed.kill()  # SIGKILL: no clean-up, the trial stays RUNNING
         doomed.wait()
     last_checkpoint = load_checkpoint(path)["epoch"]
+    assert victim.datetime_start is not None
+    time.sleep(max(0.0, ORPHAN_MIN_AGE_SECONDS - (datetime.now() - victim.datetime_start).total_seconds()))
 
     code, err = finish(start(tmp_path, *worker))
     assert code == 0, err
-    trials = trials_of(POSTGRES, name)
+    trials = trials_of(url, name)
     assert_total(trials, 5)
     victim = trials[victim.number]
     assert victim.state == TrialState.FAIL
@@ -303,6 +318,16 @@ def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> No
     assert out.returncode == 2 and "s3cr3t" not in out.stderr and "alice:***@" in out.stderr
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_workers_on_a_private_in_memory_database_are_refused(run_cli, tmp_path, url: str) -> None:
+    out = run_cli("run", "--dataset", "digits", "--storage", url, "--workers", "2")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "optuna-rnn: error: --workers N needs a storage its processes share, not an in-memory SQLite database"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials(
     run_cli, tmp_path, slow_space
 ) -> None:
@@ -347,6 +372,56 @@ def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials
     retried = {t.system_attrs["failed_trial"]: t for t in trials if "failed_trial" in t.system_attrs}
     assert set(retried) == {t.number for t in failed}  # each interrupted trial queued once
     assert retried[victim.number].user_attrs[RESUMED_ATTR] >= 1
+
+
+def test_a_sigkilled_local_worker_is_named_and_the_next_run_retries_its_trial(
+    run_cli, tmp_path, slow_space
+) -> None:
+    # A journal file has no heartbeat: the killed worker's trial stays RUNNING, and the next
+    # run, on this machine, sees that its process is gone.
+    url = str(tmp_path / "study.log")
+    directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", "digits")
+    parent = start(
+        tmp_path, "run", "--dataset", "digits", "--storage", url, "--n-trials", "3", "--workers", "2",
+        "--space", str(slow_space), "--max-epochs", "20", "--patience", "20", "--pruner", "none", "-q",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(s.study_name == "digits" for s in optuna.get_all_study_summaries(open_storage(url))):
+            assert time.monotonic() < deadline, "the run did not create its study"
+            time.sleep(0.2)
+        victim, path = running_with_checkpoint(url, "digits", directory, min_epoch=1)
+        os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    except BaseException:
+        parent.kill()
+        raise
+    code, err = finish(parent)
+    assert code == 1 and "was killed by SIGKILL" in err, err
+    trials = trials_of(url, "digits")
+    assert trials[victim.number].state == TrialState.RUNNING
+    assert count(trials, *FINISHED) == 2  # the other worker stopped at the total, counting the victim
+    assert victim.datetime_start is not None
+    time.sleep(max(0.0, ORPHAN_MIN_AGE_SECONDS - (datetime.now() - victim.datetime_start).total_seconds()))
+
+    out = run_cli("run", "--study", "digits", "--storage", url, "--n-trials", "3", "-q", **HEARTBEAT)
+    assert out.returncode == 0, out.stderr
+    trials = trials_of(url, "digits")
+    assert_total(trials, 3)
+    assert trials[victim.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs[RESUMED_ATTR] >= 1
+    assert not path.exists()
+
+
+def test_more_workers_than_trials_left_start_only_as_many_as_needed(run_cli, tmp_path, tiny_space) -> None:
+    out = run_cli(
+        "run", "--dataset", "digits", "--n-trials", "1", "--workers", "3", "--space", str(tiny_space),
+        "--max-epochs", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "digits (1 worker)" in out.stderr  # the progress bar's title
+    trials = trials_of(f"sqlite:///{tmp_path / 'optuna-rnn.db'}", "digits")
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # no surplus trials closed as FAIL
 
 
 _ASK = """
