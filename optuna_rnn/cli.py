@@ -119,9 +119,8 @@ def _n_trials_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-trials",
         type=int,
-        default=DEFAULT_N_TRIALS,
         metavar="N",
-        help=f"the study's total of finished trials (default {DEFAULT_N_TRIALS})",
+        help=f"the study's total of finished trials (default: its last run's, else {DEFAULT_N_TRIALS})",
     )
 
 
@@ -199,6 +198,12 @@ def check_device(device: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def check_n_trials(n_trials: int | None) -> None:
+    """``--n-trials`` is at least 1 (or absent)."""
+    if n_trials is not None and n_trials < 1:
+        raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
+
+
 def check_timeout(timeout: float | None) -> None:
     """``--timeout`` is a positive, finite number of seconds (or absent)."""
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
@@ -209,8 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import mask_url, open_session, run_trials, storage_url
 
-    if args.n_trials < 1:
-        raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    check_n_trials(args.n_trials)
     check_device(args.device)
     check_timeout(args.timeout)
     if args.workers < 1:
@@ -232,6 +236,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat_interval=interval,
         grace_period=grace,
     )
+    n_trials = session.total(args.n_trials, default=DEFAULT_N_TRIALS)
+    session.record_total(n_trials)
     started = time.perf_counter()
     code = 0
     if args.workers > 1:
@@ -240,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = run_workers(
             session,
             workers=args.workers,
-            n_trials=args.n_trials,
+            n_trials=n_trials,
             device=args.device,
             timeout=args.timeout,
             progress=not args.quiet,
@@ -249,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         set_threads(1)
         run_trials(
             session,
-            n_trials=args.n_trials,
+            n_trials=n_trials,
             timeout=args.timeout,
             device=args.device,
             progress=not args.quiet,
@@ -266,8 +272,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from optuna_rnn.study import open_session, run_trials
     from optuna_rnn.workers import diversify_sampler
 
-    if args.n_trials < 1:
-        raise UsageError(f"--n-trials must be >= 1, got {args.n_trials}")
+    check_n_trials(args.n_trials)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     check_device(args.device)
@@ -278,7 +283,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     diversify_sampler(session.study, session.config.sampler)
     started = time.perf_counter()
     run_trials(
-        session, n_trials=args.n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet
+        session,
+        n_trials=session.total(args.n_trials, default=DEFAULT_N_TRIALS),
+        timeout=args.timeout,
+        device=args.device,
+        progress=not args.quiet,
     )
     print(
         f"Worker done: study {args.study!r} holds {session.finished()} finished trials "

@@ -54,6 +54,7 @@ STORAGE_ENV = "OPTUNA_RNN_STORAGE"
 ARTIFACTS_DIRNAME = "optuna-rnn-artifacts"
 DATA_ATTR = "optuna_rnn.data"
 BEST_TEST_ATTR = "optuna_rnn.best_test"
+TOTAL_ATTR = "optuna_rnn.n_trials"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
@@ -401,6 +402,22 @@ class StudySession:
             artifacts=artifact_store(self.artifacts_dir),
             checkpoints=self.checkpoints_dir,
         )
+
+    def total(self, n_trials: int | None, *, default: int) -> int:
+        """``n_trials`` if given, else the total the study's last ``run`` aimed at, else ``default``.
+
+        So that ``worker --study NAME`` and ``run --study NAME`` without ``--n-trials``
+        finish the job the run started, rather than stop at a default of their own.
+        """
+        if n_trials is not None:
+            return n_trials
+        recorded = self.study.user_attrs.get(TOTAL_ATTR)
+        return recorded if isinstance(recorded, int) and recorded >= 1 else default
+
+    def record_total(self, n_trials: int) -> None:
+        """Remember ``n_trials`` as the study's total, for workers that join without one."""
+        if self.study.user_attrs.get(TOTAL_ATTR) != n_trials:
+            self.study.set_user_attr(TOTAL_ATTR, n_trials)
 
     def finished(self) -> int:
         """COMPLETE plus PRUNED trials: what ``--n-trials`` counts."""

@@ -94,6 +94,12 @@ def test_rerun_resumes_and_n_trials_is_the_total(run_cli, tmp_path, tiny_space) 
     params = [t.params for t in load(tmp_path, "digits").trials]
     assert len(params) == 5
     assert all(params[i] != params[j] for j in range(5) for i in range(j)), "a resumed run repeated a trial"
+    # Without --n-trials, a worker or a resumed run aims at the last run's total, not at 30.
+    out = run_cli("worker", "--study", "digits", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "study 'digits' holds 5 finished trials" in out.stdout
+    assert run_cli("run", "--study", "digits", "-q").returncode == 0
+    assert len(load(tmp_path, "digits").trials) == 5
 
 
 def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
