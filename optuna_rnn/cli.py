@@ -330,7 +330,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     if best is None:
         raise UsageError(f"study {args.study!r} has no complete trial yet")
     test = session.best_test()
-    hp = session.config.space.hyperparams_from(best.params, task=session.dataset.task)
+    hp = session.space.hyperparams_from(best.params, task=session.dataset.task)
     result = {
         "study": args.study,
         "trial_number": best.number,

@@ -238,8 +238,8 @@ def default_artifacts_dir(url: str) -> str:
 # --- samplers and pruners -------------------------------------------------------------
 
 
-def make_sampler(config: StudyConfig, *, task: str) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``config``, seeded with ``config.seed``.
+def make_sampler(config: StudyConfig, *, dataset: Dataset) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``config``, seeded with ``config.seed``, for ``config.space`` on ``dataset``.
 
     TPE is multivariate with grouping (it understands the conditional
     parameters) and uses the constant liar, so parallel workers do not sample
@@ -260,7 +260,8 @@ def make_sampler(config: StudyConfig, *, task: str) -> optuna.samplers.BaseSampl
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(config.space.grid(task=task), seed=seed)  # type: ignore[arg-type]
+        grid = fit_space(config.space, dataset).grid(task=dataset.task)  # only windows the data can serve
+        return optuna.samplers.GridSampler(grid, seed=seed)
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -391,10 +392,15 @@ class StudySession:
         """Where this study's per-epoch checkpoints go (see :mod:`optuna_rnn.recovery`)."""
         return checkpoints_dir(self.artifacts_dir, self.study.study_name)
 
+    @property
+    def space(self) -> SearchSpace:
+        """The recorded search space as its trials sample it: windows narrowed to fit the data."""
+        return fit_space(self.config.space, self.dataset)
+
     def objective(self, *, device: str = "auto") -> Objective:
         return Objective(
             self.dataset,
-            space=fit_space(self.config.space, self.dataset),
+            space=self.space,
             max_epochs=self.config.max_epochs,
             patience=self.config.patience,
             device=device,
@@ -483,8 +489,8 @@ def open_session(
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
         config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
     dataset = config.dataset.load()  # validates the data before anything is created
-    fit_space(config.space, dataset)
-    sampler = make_sampler(config, task=dataset.task)
+    fit_space(config.space, dataset)  # a window range the data cannot serve is refused here
+    sampler = make_sampler(config, dataset=dataset)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
     if recorded is None:
         artifacts = Path(artifacts_dir)
@@ -535,7 +541,7 @@ def open_session(
             # Seeded as the first run was, the sampler would replay that run's random draws and
             # repeat its trials. QMC and grid samplers continue their sequence from the storage.
             reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
-            study.sampler = make_sampler(reseeded, task=dataset.task)
+            study.sampler = make_sampler(reseeded, dataset=dataset)
     return StudySession(study, config, url, dataset=dataset)
 
 

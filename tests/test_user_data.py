@@ -196,6 +196,46 @@ def test_csv_forecasting_study_with_a_covariate(run_cli, tmp_path: Path, tiny_sp
     assert raw_rmse == pytest.approx(result["test_metric"], rel=1e-4)
 
 
+# Every parameter fixed but the window, so that a grid over it is three points.
+FIXED_BUT_WINDOW = """
+cell = "lstm"
+hidden_size = 8
+num_layers = 1
+bidirectional = false
+dropout = 0.0
+input_init = "xavier_uniform"
+recurrent_init = "orthogonal"
+forget_bias = 1.0
+optimizer = "adam"
+lr = 0.01
+weight_decay = 1e-6
+beta1 = 0.9
+beta2 = 0.999
+batch_size = 128
+grad_clip = 1.0
+"""
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "grid"])
+def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, sampler: str) -> None:
+    write_csv(tmp_path / "series.csv", series_rows(150))
+    longest = read_csv(tmp_path / "series.csv").max_window
+    assert 8 < longest < 128
+    window = "[8, 128]" if sampler == "tpe" else "{low = 8, high = 128, log = true}"
+    (tmp_path / "space.toml").write_text(f"{FIXED_BUT_WINDOW}window = {window}\n")
+    out = run_cli(
+        "run", "--data", "series.csv", "--n-trials", "3", "--sampler", sampler, "--space", "space.toml",
+        "--pruner", "none", *FAST,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trials = _study(tmp_path, "series").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [t.user_attrs for t in trials]
+    assert all(t.params.get("window", 8) <= longest for t in trials)
+    best = run_cli("best", "--study", "series")  # rebuilds the winner's settings from its params
+    assert best.returncode == 0, best.stderr
+    assert 8 <= json.loads(best.stdout)["hyperparams"]["window"] <= longest
+
+
 def test_npz_classification_study_with_variable_lengths_and_string_labels(
     run_cli, tmp_path: Path, tiny_space: Path
 ) -> None:
