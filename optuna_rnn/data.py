@@ -406,8 +406,15 @@ def _stratified(
     # command that does not split data (--help, best, report, dashboard) would otherwise pay.
     from sklearn.model_selection import train_test_split
 
-    a, b = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
-    return np.sort(np.concatenate([a, kept])), np.sort(b)
+    a, b = train_test_split(np.arange(len(idx)), test_size=n_out, random_state=seed, stratify=stratify)
+    # Unstratified (fewer held-out sequences than classes), a class could leave the training
+    # side altogether: one member of each such class goes back to it.
+    back = [b[codes[b] == c][0] for c in np.setdiff1d(codes[b], codes[a])]
+    if back:
+        a, b = np.concatenate([a, back]), np.setdiff1d(b, back)
+        if len(b) == 0:
+            raise UsageError(f"{name}: {len(idx) + len(kept)} sequences leave an empty {what} split")
+    return np.sort(np.concatenate([idx[a], kept])), np.sort(idx[b])
 
 
 def _check_classification(

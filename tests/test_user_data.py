@@ -44,6 +44,17 @@ def test_csv_rows_are_ordered_by_the_time_column_and_the_split_is_chronological(
     assert torch.equal(late.windowed(8).train.X, series.windowed(8).train.X)
 
 
+def test_every_class_keeps_a_training_sequence_when_the_split_cannot_be_stratified() -> None:
+    # 10 classes of 2 sequences: 3 test and 3 validation sequences cannot hold every class.
+    y = np.repeat(np.array([f"c{i}" for i in range(10)]), 2)
+    for seed in range(30):
+        X = np.random.default_rng(seed).normal(size=(20, 5, 2))
+        data = SequenceData.from_arrays(X, y, name="few", seed=seed)
+        assert sorted(set(data.train.y.tolist())) == list(range(10)), seed
+        assert len(data.valid.y) >= 1 and len(data.test.y) >= 1
+        assert len(data.train.y) + len(data.valid.y) + len(data.test.y) == 20
+
+
 def test_csv_target_defaults_to_the_last_column_and_numeric_times_order_too(tmp_path: Path) -> None:
     path = tmp_path / "years.csv"
     path.write_text("year_value,t\n" + "\n".join(f"{i % 7},{i}" for i in range(60)) + "\n")
