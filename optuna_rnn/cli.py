@@ -323,32 +323,53 @@ def cmd_best(args: argparse.Namespace) -> int:
     import torch
 
     from optuna_rnn.artifacts import artifact_store, download_model_payload
+    from optuna_rnn.space import Hyperparams
     from optuna_rnn.study import open_session
+    from optuna_rnn.training import metric_for
 
-    session = open_session(args.study, storage=args.storage)
+    session = open_session(args.study, storage=args.storage, read_only=True)
     best = session.best_trial()
     if best is None:
         raise UsageError(f"study {args.study!r} has no complete trial yet")
-    test = session.best_test()
-    hp = session.space.hyperparams_from(best.params, task=session.dataset.task)
+    try:
+        payload: dict[str, Any] | None = download_model_payload(
+            artifact_store(session.artifacts_dir, create=False), best
+        )
+    except LookupError as exc:  # its file is gone (or it ran without artifacts)
+        if args.export:
+            raise UsageError(f"--export {args.export}: {exc}") from None
+        print(f"optuna-rnn: warning: {exc}", file=sys.stderr)
+        payload = None
+    try:
+        test = session.best_test()  # recorded, or computed from the model (which loads the data)
+    except LookupError:
+        test = None
+    if payload is not None:  # exactly what the model trained with
+        hp = Hyperparams(**payload["hyperparams"])
+    else:
+        hp = session.space.hyperparams_from(best.params, task=session.task)
     result = {
         "study": args.study,
         "trial_number": best.number,
-        "metric": test["metric"] if test else None,
-        "validation_value": best.value,
-        "test_metric": test["test_value"] if test else None,
+        "metric": metric_for(session.task).name,
+        "validation_value": _finite_or_none(best.value),
+        "test_metric": _finite_or_none(test["test_value"]) if test else None,
         "params": best.params,
         "hyperparams": hp.to_dict(),
     }
-    if args.export:
-        payload = download_model_payload(artifact_store(session.artifacts_dir, create=False), best)
+    if args.export and payload is not None:
         try:
             torch.save(payload, args.export)
         except (OSError, RuntimeError) as exc:  # torch reports a missing folder as a RuntimeError
             raise UsageError(f"--export {args.export}: cannot write the model ({exc})") from None
         result["exported"] = os.path.abspath(args.export)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, allow_nan=False))
     return 0
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: a diverged value is ``null``."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -375,7 +396,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from optuna_rnn.report import write_report
     from optuna_rnn.study import open_session
 
-    session = open_session(args.study, storage=args.storage)
+    session = open_session(args.study, storage=args.storage, read_only=True)
     try:
         test = session.best_test()
     except LookupError:  # the best model's file is gone: report without its test metric

@@ -42,7 +42,7 @@ from optuna_rnn.recovery import (
     retry_callback,
     tidy_checkpoints,
 )
-from optuna_rnn.space import Choice, Hyperparams, IntRange, SearchSpace
+from optuna_rnn.space import Choice, Hyperparams, IntRange, SearchSpace, Task
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
 
@@ -393,6 +393,14 @@ class StudySession:
         return checkpoints_dir(self.artifacts_dir, self.study.study_name)
 
     @property
+    def task(self) -> Task:
+        """``classification`` or ``forecasting``, from the study's record (no need to load the data)."""
+        recorded = (self.study.user_attrs.get(DATA_ATTR) or {}).get("task")
+        if recorded == "classification" or recorded == "forecasting":
+            return recorded
+        return self.dataset.task
+
+    @property
     def space(self) -> SearchSpace:
         """The recorded search space as its trials sample it: windows narrowed to fit the data."""
         return fit_space(self.config.space, self.dataset)
@@ -470,12 +478,16 @@ def open_session(
     create: bool = False,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    read_only: bool = False,
 ) -> StudySession:
     """Open (and with ``create``, create or resume) a study and its configuration.
 
     A new study is created only after its data loaded and validated, so bad
     input never leaves an empty study behind. ``heartbeat_interval`` and
     ``grace_period`` (seconds) turn on the heartbeat and retry of RDB storages.
+    A resumed study refuses data that differ from those it was created on.
+    ``read_only`` is for commands that only read the study (``best``, ``report``):
+    its data are loaded only if asked for, so they work where the data file is not.
     """
     url = storage_url(storage)
     backend = open_storage(
@@ -485,6 +497,8 @@ def open_session(
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
     config = merge_config(given or {}, recorded)
+    if read_only and recorded is not None:
+        return StudySession(optuna.load_study(study_name=study_name, storage=backend), config, url)
     if recorded is None:  # recorded absolute: other processes open it from other directories
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
         config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
@@ -536,6 +550,7 @@ def open_session(
             )
     else:
         study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
+        _check_same_data(study, dataset)
         resumed_at = len(study.get_trials(deepcopy=False))
         if config.seed is not None and resumed_at and config.sampler not in ("qmc", "grid"):
             # Seeded as the first run was, the sampler would replay that run's random draws and
@@ -551,6 +566,26 @@ def resumed_seed(seed: int, n_trials: int) -> int:
     A function of both, so that resuming is still repeatable.
     """
     return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
+
+
+# What must not change under a study's feet: its trials' values would stop being comparable.
+_DATA_IDENTITY = ("task", "input_size", "output_size", "rows", "columns", "target", "horizon", "splits")
+
+
+def _check_same_data(study: optuna.Study, dataset: Dataset) -> None:
+    """Refuse to resume ``study`` on data whose shape or splits differ from those it recorded."""
+    recorded = study.user_attrs.get(DATA_ATTR)
+    if not isinstance(recorded, dict):
+        return
+    now = json.loads(json.dumps(dataset.summary()))  # as the storage returns it: lists, not tuples
+    changed = [k for k in _DATA_IDENTITY if k in recorded and k in now and recorded[k] != now[k]]
+    if changed:
+        was = ", ".join(f"{k} {recorded[k]}" for k in changed)
+        is_now = ", ".join(f"{k} {now[k]}" for k in changed)
+        raise UsageError(
+            f"study {study.study_name!r} was created on other data ({was}; now {is_now}); "
+            "give a new --study name to tune on these data"
+        )
 
 
 def _record_config(study: optuna.Study, config: StudyConfig, dataset: Dataset) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -223,6 +224,30 @@ def test_best_prints_json(run_cli, tmp_path, tiny_space) -> None:
     assert best["metric"] == "rmse" and best["test_metric"] > 0
     assert best["params"] == study.best_trial.params
     assert (tmp_path / "best.pt").exists()
+
+
+def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tmp_path, tiny_space) -> None:
+    out = run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    assert out.returncode == 0, out.stderr
+    study = load(tmp_path, "digits")
+    # A trial added by hand, with no saved model, whose value is infinite (as a diverged one can be).
+    donor = study.trials[0]
+    study.add_trial(
+        optuna.trial.create_trial(value=math.inf, params=donor.params, distributions=donor.distributions)
+    )
+    out = run_cli("best", "--study", "digits")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "optuna-rnn: warning: trial 2 has no saved model\n"
+    best = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert best["trial_number"] == 2 and best["validation_value"] is None and best["test_metric"] is None
+    assert best["metric"] == "accuracy" and best["params"] == donor.params
+    assert best["hyperparams"]["hidden_size"] == donor.params["hidden_size"]
+    out = run_cli("best", "--study", "digits", "--export", "best.pt")
+    assert (
+        out.returncode == 2
+        and out.stderr == "optuna-rnn: error: --export best.pt: trial 2 has no saved model\n"
+    )
+    assert not (tmp_path / "best.pt").exists()
 
 
 def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:

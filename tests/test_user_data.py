@@ -247,6 +247,31 @@ def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, s
     assert 8 <= json.loads(best.stdout)["hyperparams"]["window"] <= longest
 
 
+def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refused(
+    run_cli, tmp_path: Path, tiny_space: Path
+) -> None:
+    write_csv(tmp_path / "series.csv", series_rows(150))
+    out = run_cli("run", "--data", "series.csv", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    assert out.returncode == 0, out.stderr
+    before = [(t.number, t.state, t.value) for t in _study(tmp_path, "series").trials]
+    # More rows in the file: the trials' validation sets would differ.
+    write_csv(tmp_path / "series.csv", series_rows(170))
+    out = run_cli("run", "--study", "series", "--n-trials", "4", "--data", "series.csv", *FAST)
+    assert out.returncode == 2
+    assert out.stderr.startswith("optuna-rnn: error: study 'series' was created on other data (rows 150,")
+    assert "now rows 170," in out.stderr and "give a new --study name" in out.stderr
+    assert [(t.number, t.state, t.value) for t in _study(tmp_path, "series").trials] == before
+    # With the data file gone (read elsewhere), best and report still answer from the study.
+    (tmp_path / "series.csv").unlink()
+    best = run_cli("best", "--study", "series")
+    assert best.returncode == 0, best.stderr
+    result = json.loads(best.stdout)
+    assert result["metric"] == "rmse" and result["test_metric"] > 0
+    out = run_cli("report", "--study", "series", "--out", "report")
+    assert out.returncode == 0, out.stderr
+    assert "test rmse" in (tmp_path / "report" / "summary.md").read_text().lower()
+
+
 def test_npz_classification_study_with_variable_lengths_and_string_labels(
     run_cli, tmp_path: Path, tiny_space: Path
 ) -> None:
