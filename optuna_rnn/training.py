@@ -347,7 +347,6 @@ class Trainer:
                 with shutdown.interruptible():  # Ctrl-C/SIGTERM stop the epoch at once, not the callbacks
                     train_sum, norm_max = self._train_epoch(state, train, loss_fn, scaler)
                     if state.abort is not None:
-                        state.epoch -= 1
                         raise state.abort
                     val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
                     totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
@@ -373,6 +372,8 @@ class Trainer:
             if state.abort is not None:  # asked for during the last epoch's validation or callbacks
                 raise state.abort
         except BaseException as exc:
+            # Stopped inside an epoch: the callbacks see the epochs that finished.
+            state.epoch = min(state.epoch, int(state.history[-1]["epoch"]) if state.history else 0)
             failure = exc
             raise
         finally:

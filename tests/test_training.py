@@ -377,3 +377,29 @@ def test_a_verdict_slower_than_an_epoch_prunes_at_the_epoch_after(digits: Sequen
 def test_the_last_epoch_is_judged_before_fit_returns(digits: SequenceData) -> None:
     trial = _pruned_trial(digits, _PruneFrom(6), background=True)
     assert max(trial.intermediate_values) == 6
+
+
+def test_a_stop_inside_an_epoch_leaves_the_epoch_count_at_the_epochs_that_finished(digits) -> None:
+    hp = Hyperparams(cell="gru", hidden_size=4, batch_size=256)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    seen: list[tuple[int, int]] = []
+
+    class Record(Callback):
+        finished = 0
+
+        def on_epoch_end(self, state: TrainState) -> None:
+            self.finished += 1
+
+        def on_train_end(self, state: TrainState) -> None:
+            seen.append((state.epoch, len(state.history)))
+
+    record = Record()
+
+    def stop_in_the_third_epoch(module: torch.nn.Module, args: object) -> None:
+        if record.finished == 2:
+            raise KeyboardInterrupt  # as Ctrl-C does in the middle of a batch
+
+    model.register_forward_pre_hook(stop_in_the_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(max_epochs=5, device="cpu", seed=0).fit(model, digits, hp, callbacks=[record])
+    assert seen == [(2, 2)]
