@@ -10,6 +10,7 @@ message.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -144,6 +145,9 @@ def open_storage(
     file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
     if file is not None and must_exist and not file.exists():
         raise UsageError(f"storage {masked} does not exist")
+    if must_exist and sqlite_path(url) is not None and not _holds_optuna_tables(str(file)):
+        # a reader must not add Optuna's tables to some other database
+        raise UsageError(f"storage {masked} is not an Optuna database")
     try:
         if url.startswith("redis://") or url.startswith("rediss://"):
             from optuna.storages.journal import JournalRedisBackend, JournalStorage
@@ -211,6 +215,16 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _holds_optuna_tables(path: str) -> bool:
+    """Whether the SQLite file at ``path`` has Optuna's ``studies`` table (opened read-only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            found = connection.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'")
+            return found.fetchone() is not None
+    except sqlite3.Error:  # not a database at all
+        return False
 
 
 def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
+import sqlite3
 import time
 import urllib.error
 from pathlib import Path
@@ -215,6 +217,26 @@ def test_dashboard_refuses_a_missing_storage_and_creates_nothing(run_cli, tmp_pa
         assert out.returncode == 2, out.stderr
         assert out.stderr.strip() == f"optuna-rnn: error: {message}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readers_refuse_a_database_that_is_not_optunas_and_leave_it_alone(run_cli, tmp_path) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        db.execute("CREATE TABLE mine (x INTEGER)")
+        db.commit()
+    (tmp_path / "notes.db").write_text("not a database\n")
+    for name in ("other.db", "notes.db"):
+        storage = f"sqlite:///{name}"
+        for args in (("dashboard", "--port", "0"), ("best", "--study", "s"), ("report", "--study", "s")):
+            out = (
+                run_cli(*args, "--storage", storage)
+                if args[0] != "report"
+                else run_cli(*args, "--storage", storage, "--out", "rep")
+            )
+            assert out.returncode == 2, (args, out.stderr)
+            assert out.stderr.strip() == f"optuna-rnn: error: storage {storage} is not an Optuna database"
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db", "other.db"]
 
 
 def test_dashboard_reports_a_port_in_use(run_cli, tuned_study) -> None:
