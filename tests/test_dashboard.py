@@ -227,11 +227,8 @@ def test_readers_refuse_a_database_that_is_not_optunas_and_leave_it_alone(run_cl
     for name in ("other.db", "notes.db"):
         storage = f"sqlite:///{name}"
         for args in (("dashboard", "--port", "0"), ("best", "--study", "s"), ("report", "--study", "s")):
-            out = (
-                run_cli(*args, "--storage", storage)
-                if args[0] != "report"
-                else run_cli(*args, "--storage", storage, "--out", "rep")
-            )
+            extra = ("--out", "rep") if args[0] == "report" else ()
+            out = run_cli(*args, "--storage", storage, *extra, timeout=60)  # a served dashboard never ends
             assert out.returncode == 2, (args, out.stderr)
             assert out.stderr.strip() == f"optuna-rnn: error: storage {storage} is not an Optuna database"
     with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
