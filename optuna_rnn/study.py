@@ -142,6 +142,10 @@ def open_storage(
     its intermediate values.
     """
     masked = mask_url(url)
+    if url.startswith("sqlite") and "?" in url:  # it would become part of the file's name
+        raise UsageError(
+            f"storage {masked}: SQLite URLs take no options; optuna-rnn sets a 60 s busy timeout itself"
+        )
     file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
     if file is not None and must_exist and not file.exists():
         raise UsageError(f"storage {masked} does not exist")

@@ -250,6 +250,16 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     assert not (tmp_path / "best.pt").exists()
 
 
+def test_a_sqlite_url_with_options_is_refused_rather_than_named_after_them(run_cli, tmp_path) -> None:
+    out = run_cli("run", "--dataset", "digits", "--storage", "sqlite:///s.db?timeout=30")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "optuna-rnn: error: storage sqlite:///s.db?timeout=30: SQLite URLs take no options; "
+        "optuna-rnn sets a 60 s busy timeout itself"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:
     assert (
         run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST).returncode
