@@ -140,7 +140,7 @@ def load_best_model(
     from optuna_rnn.study import default_artifacts_dir, open_storage, recorded_config, storage_url
 
     url = storage_url(storage)
-    backend = open_storage(url, must_exist=True)
+    backend = open_storage(url, must_exist=True, for_reading=True)
     config = recorded_config(backend, study_name)
     if config is None:
         raise UsageError(f"no study named {study_name!r}")

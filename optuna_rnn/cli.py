@@ -379,7 +379,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in [0, 65535], got {args.port}")
     url = storage_url(args.storage)
-    storage = open_storage(url, must_exist=True)  # never creates an empty database
+    storage = open_storage(url, must_exist=True, for_reading=True)  # never creates an empty database
     artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
 
     def ready(address: str) -> None:

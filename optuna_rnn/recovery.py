@@ -8,8 +8,8 @@ Three ways a trial can stop before it finishes, and what brings it back:
   ``RetryHeartbeatStaleTrialCallback`` queues one retry with the same
   parameters, user attrs and intermediate values (see ``open_storage``).
   Journal files and Redis have no heartbeat, so a run or worker that starts
-  also looks for running trials whose worker (the ``worker`` user attr,
-  ``host:pid``) was on this machine and no longer exists, and does the same
+  also looks for running trials whose worker (the ``worker_id`` user attr) was
+  on this machine and no longer exists, and does the same
   (:func:`requeue_orphaned`); a dead worker on another machine needs the heartbeat.
 * **It was interrupted** (SIGTERM, SIGINT, Ctrl-C). The trial is closed as FAIL
   with ``stop_reason = "interrupted"``; the next ``run`` or ``worker`` start
@@ -37,9 +37,7 @@ import copy
 import hashlib
 import os
 import re
-import socket
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.callbacks import Checkpoint, load_checkpoint, remove_checkpoint
 from optuna_rnn.errors import UsageError
+from optuna_rnn.liveness import is_gone
 
 CHECKPOINT_ENV = "OPTUNA_RNN_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 5
@@ -60,9 +59,7 @@ CHECKPOINT_ATTR = "checkpoint"
 RESUMED_ATTR = "resumed_from_epoch"
 CHECKPOINTS_DIRNAME = "checkpoints"
 WORKER_ATTR = "worker"
-# A retry popped from the queue still carries its dead worker's ``worker`` attr until its new
-# worker records itself, a moment later: younger running trials are never taken for orphans.
-ORPHAN_MIN_AGE_SECONDS = 5
+WORKER_ID_ATTR = "worker_id"
 
 
 def heartbeat_settings() -> tuple[int | None, int | None]:
@@ -199,22 +196,26 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
 
     On storages without a heartbeat (journal file, Redis, an RDB with the heartbeat off)
     a killed worker's trial would otherwise stay RUNNING for ever, counting towards
-    ``--n-trials`` so that every later run stops one trial short. Its ``worker`` attr says
-    which process ran it; when that was on this host and the process no longer exists,
-    the trial is failed and retried once, as the heartbeat would do. Workers starting
-    together claim each trial with the same marker files as :func:`requeue_interrupted`.
-    Returns the numbers of the trials queued again.
+    ``--n-trials`` so that every later run stops one trial short. Its ``worker_id`` attr
+    says which process ran it (:mod:`optuna_rnn.liveness`); when that process is known to
+    be gone, the trial is failed and retried once, as the heartbeat would do. Workers
+    starting together claim each trial with the same marker files as
+    :func:`requeue_interrupted`. Returns the numbers of the trials queued again.
     """
-    host, now = socket.gethostname(), datetime.now()
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     queued = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        name, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    for trial in trials:
+        if trial.state != TrialState.RUNNING:
+            continue
+        owner = trial.user_attrs.get(WORKER_ID_ATTR)
+        retried = trial.system_attrs.get("retry_history") or [None]
+        inherited = by_number.get(retried[-1]) if isinstance(retried[-1], int) else None
         if (
-            name != host
-            or not pid.isdigit()
-            or _alive(int(pid))
-            or trial.datetime_start is None
-            or (now - trial.datetime_start).total_seconds() < ORPHAN_MIN_AGE_SECONDS
+            not isinstance(owner, str)
+            # a retry carries its dead predecessor's id until its own worker records itself
+            or (inherited is not None and inherited.user_attrs.get(WORKER_ID_ATTR) == owner)
+            or is_gone(owner) is not True
             or not _claim(Path(directory), trial)
         ):
             continue
@@ -222,19 +223,12 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # closed meanwhile by another worker (the heartbeat's retry owns it)
+        except BaseException:
+            _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run tries again
+            raise
         retry_callback()(study, copy.deepcopy(trial))
         queued.append(trial.number)
     return queued
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> None:

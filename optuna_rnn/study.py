@@ -133,13 +133,16 @@ def open_storage(
     must_exist: bool = False,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    for_reading: bool = False,
 ) -> BaseStorage:
     """Open the storage at ``url``; a connection problem raises :class:`UsageError`.
 
     ``must_exist`` refuses to create a new SQLite or journal file (for commands
     that only read). RDB storages get a heartbeat when ``heartbeat_interval``
     is set: a trial whose worker died is failed and retried once, inheriting
-    its intermediate values.
+    its intermediate values. SQLite transactions take the write lock as they
+    begin (see :func:`_begin_immediate`) unless ``for_reading`` says this process
+    only reads (dashboard, ``best``, ``report``): readers then never wait on workers.
     """
     masked = mask_url(url)
     if url.startswith("sqlite") and "?" in url:  # it would become part of the file's name
@@ -188,7 +191,7 @@ def open_storage(
                         grace_period=grace_period if heartbeat_interval is not None else None,
                         heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
                     )
-                if file is not None and os.access(file, os.W_OK):  # a read-only file has no writers to race
+                if file is not None and not for_reading and os.access(file, os.W_OK):
                     sqlalchemy.event.listen(rdb.engine, "begin", _begin_immediate)
                 return rdb
             except (IntegrityError, ProgrammingError, OperationalError) as exc:
@@ -222,9 +225,9 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
 
 
 def _holds_optuna_tables(path: str) -> bool:
-    """Whether the SQLite file at ``path`` has Optuna's ``studies`` table (opened read-only)."""
+    """Whether the existing SQLite file at ``path`` has Optuna's ``studies`` table."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        with contextlib.closing(sqlite3.connect(path)) as connection:
             found = connection.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'")
             return found.fetchone() is not None
     except sqlite3.Error:  # not a database at all
@@ -239,7 +242,10 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
     the same moment both read WAITING and both ran the trial (a retry of an interrupted
     trial, or an enqueued one), and the slower one crashed with "Cannot tell a COMPLETE
     trial" (optuna/optuna#4002). Taking the lock at the start makes that read and write
-    one step; with WAL, readers in other processes (the dashboard) are not blocked.
+    one step. Every transaction of a worker takes it, reads too, so workers' reads wait
+    for each other's writes (the workers benchmark shows no loss of throughput); readers
+    that open the file without it (optuna-dashboard, and this package's dashboard,
+    ``best`` and ``report``) read a WAL snapshot and wait for no one.
     """
     dbapi = connection.connection.dbapi_connection
     if dbapi is not None and not dbapi.in_transaction:
@@ -509,7 +515,11 @@ def open_session(
     """
     url = storage_url(storage)
     backend = open_storage(
-        url, must_exist=not create, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        url,
+        must_exist=not create,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        for_reading=read_only,
     )
     recorded = settled_config(backend, study_name)
     if recorded is None and not create:

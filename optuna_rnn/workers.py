@@ -33,7 +33,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
-from optuna_rnn.recovery import WORKER_ATTR, mark_interrupted
+from optuna_rnn.liveness import this_process
+from optuna_rnn.recovery import WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
 
 if TYPE_CHECKING:
     from optuna_rnn.study import StudySession
@@ -95,7 +96,8 @@ class SharedTotal:
 class TrialGuard:
     """What one worker does around each trial of ``objective``.
 
-    * records the worker (``host:pid``) in the trial's ``worker`` user attr;
+    * records the worker (``host:pid``) in the trial's ``worker`` user attr, and its
+      identity (:mod:`optuna_rnn.liveness`) in ``worker_id``;
     * admits the trial against the :class:`SharedTotal`;
     * does not start a trial once SIGINT/SIGTERM asked to stop, and marks a
       trial they interrupted ``interrupted`` so the next run retries it
@@ -113,6 +115,7 @@ class TrialGuard:
         self.objective = objective
         self.total = total
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.identity = this_process()  # for a later run to tell whether this worker is gone
         self._current: int | None = None
         self._raised = False
 
@@ -120,6 +123,7 @@ class TrialGuard:
         self._current, self._raised = trial.number, False
         try:
             trial.set_user_attr(WORKER_ATTR, self.worker)
+            trial.set_user_attr(WORKER_ID_ATTR, self.identity)
             shutdown.check()
             self.total.admit(self.study, trial)
             return self.objective(trial)

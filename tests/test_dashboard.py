@@ -236,6 +236,22 @@ def test_readers_refuse_a_database_that_is_not_optunas_and_leave_it_alone(run_cl
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db", "other.db"]
 
 
+def test_readers_neither_wait_for_a_worker_holding_the_write_lock_nor_stumble_on_odd_names(tmp_path) -> None:
+    path = tmp_path / "runs #1 100%.db"
+    url = f"sqlite:///{path}"
+    optuna.create_study(study_name="s", storage=open_storage(url))
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # a worker in the middle of a write
+    try:
+        started = time.monotonic()
+        reader = open_storage(url, must_exist=True, for_reading=True)
+        assert [s.study_name for s in reader.get_all_studies()] == ["s"]
+        assert time.monotonic() - started < 5
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_dashboard_reports_a_port_in_use(run_cli, tuned_study) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
