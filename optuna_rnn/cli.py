@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -219,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_timeout(args.timeout)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 and storage_url(args.storage) in ("sqlite://", "sqlite:///:memory:"):
+    if args.workers > 1 and re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", storage_url(args.storage)):
         raise UsageError("--workers N needs a storage its processes share, not an in-memory SQLite database")
     given = given_config(args)
     name = args.study
@@ -344,6 +345,9 @@ def cmd_best(args: argparse.Namespace) -> int:
         test = session.best_test()  # recorded, or computed from the model (which loads the data)
     except LookupError:
         test = None
+    except UsageError as exc:  # not recorded, and the data file cannot be read here
+        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
+        test = None
     if payload is not None:  # exactly what the model trained with
         hp = Hyperparams(**payload["hyperparams"])
     else:
@@ -400,6 +404,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         test = session.best_test()
     except LookupError:  # the best model's file is gone: report without its test metric
+        test = None
+    except UsageError as exc:  # not recorded, and the data file cannot be read here
+        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
         test = None
     try:
         written = write_report(session.study, args.out, best_test=test)

@@ -427,6 +427,8 @@ class StudySession:
     @property
     def space(self) -> SearchSpace:
         """The recorded search space as its trials sample it: windows narrowed to fit the data."""
+        if self.task != "forecasting":
+            return self.config.space  # nothing to fit: no need to load the data
         return fit_space(self.config.space, self.dataset)
 
     def objective(self, *, device: str = "auto") -> Objective:

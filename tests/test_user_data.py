@@ -270,6 +270,13 @@ def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refus
     out = run_cli("report", "--study", "series", "--out", "report")
     assert out.returncode == 0, out.stderr
     assert "test rmse" in (tmp_path / "report" / "summary.md").read_text().lower()
+    # Had no run recorded the test metric, they would say why there is none, and answer.
+    _study(tmp_path, "series").set_user_attr("optuna_rnn.best_test", None)
+    for args in (("best", "--study", "series"), ("report", "--study", "series", "--out", "report2")):
+        out = run_cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.startswith("optuna-rnn: warning: no test metric: ") and "series.csv" in out.stderr
+    assert json.loads(run_cli("best", "--study", "series").stdout)["test_metric"] is None
 
 
 def test_npz_classification_study_with_variable_lengths_and_string_labels(

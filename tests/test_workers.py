@@ -314,7 +314,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> No
     assert out.returncode == 2 and "s3cr3t" not in out.stderr and "alice:***@" in out.stderr
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
 def test_workers_on_a_private_in_memory_database_are_refused(run_cli, tmp_path, url: str) -> None:
     out = run_cli("run", "--dataset", "digits", "--storage", url, "--workers", "2")
     assert out.returncode == 2
@@ -419,11 +419,11 @@ def test_more_workers_than_trials_left_start_only_as_many_as_needed(run_cli, tmp
 
 
 _ASK = """
-import sys, time, optuna
+import sys, optuna
 from optuna_rnn.study import open_storage
 study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
-while time.time() < float(sys.argv[2]):
-    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.readline()  # go
 print(" ".join(str(study.ask().number) for _ in range(40)))
 """
 
@@ -436,13 +436,22 @@ def test_two_workers_asking_at_once_never_get_the_same_queued_trial(tmp_path, ki
     study = optuna.create_study(study_name="queue", storage=open_storage(url))
     for x in range(80):
         study.enqueue_trial({"x": x})
-    at = str(time.time() + 4)  # both start asking at the same moment, after their imports
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _ASK, url, at], stdout=subprocess.PIPE, text=True, env=cli_env()
+            [sys.executable, "-c", _ASK, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
         )
         for _ in range(2)
     ]
+    for p in procs:  # both have imported everything and opened the study
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:  # then both start asking at once
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     got = [set(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert [len(g) for g in got] == [40, 40]
