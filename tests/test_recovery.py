@@ -19,7 +19,14 @@ from optuna_rnn.recovery import (
     requeue_interrupted,
 )
 from optuna_rnn.study import mask_secrets, with_installed_driver
-from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard, gpus_per_worker, threads_per_worker
+from optuna_rnn.workers import (
+    SharedTotal,
+    SurplusTrial,
+    TrialGuard,
+    cpu_quota,
+    gpus_per_worker,
+    threads_per_worker,
+)
 
 
 def test_heartbeat_defaults_and_overrides(monkeypatch) -> None:
@@ -40,6 +47,24 @@ def test_heartbeat_defaults_and_overrides(monkeypatch) -> None:
 def test_threads_never_oversubscribe_the_cores(monkeypatch) -> None:
     monkeypatch.setattr("optuna_rnn.workers.available_cores", lambda: 8)
     assert [threads_per_worker(n) for n in (1, 2, 3, 8, 20)] == [8, 4, 2, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2, docker --cpus 2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: two threads, rounded up
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_containers_cpu_quota_caps_the_cores(tmp_path, files: dict[str, str], cpus: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == cpus
 
 
 def test_each_worker_gets_its_own_gpu_when_several_are_visible(monkeypatch) -> None:
