@@ -411,7 +411,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         written = write_report(session.study, args.out, best_test=test)
     except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write the report there ({exc.strerror})") from None
+        raise UsageError(f"--out {args.out}: cannot write the report there ({exc.strerror or exc})") from None
     for path in written:
         print(path)
     return 0

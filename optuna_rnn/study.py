@@ -523,7 +523,8 @@ def open_session(
         grace_period=grace_period,
         for_reading=read_only,
     )
-    recorded = settled_config(backend, study_name)
+    # A reader has no run to wait for: a study without a configuration was not made by optuna-rnn.
+    recorded = recorded_config(backend, study_name) if read_only else settled_config(backend, study_name)
     if recorded is None and not create:
         raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
     config = merge_config(given or {}, recorded)

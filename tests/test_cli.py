@@ -260,6 +260,18 @@ def test_a_sqlite_url_with_options_is_refused_rather_than_named_after_them(run_c
     assert list(tmp_path.iterdir()) == []
 
 
+def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(run_cli, tmp_path) -> None:
+    optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}")
+    for args in (("best", "--study", "plain"), ("report", "--study", "plain", "--out", "rep")):
+        started = time.monotonic()
+        out = run_cli(*args)
+        assert out.returncode == 2
+        assert (
+            out.stderr.strip() == "optuna-rnn: error: study 'plain' exists but was not created by optuna-rnn"
+        )
+        assert time.monotonic() - started < 4.5  # no wait for a run that might be recording it
+
+
 def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:
     assert (
         run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST).returncode
