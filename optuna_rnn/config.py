@@ -83,12 +83,27 @@ def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -
     current = base.to_dict()
     for name, value in given.items():
         wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
-        if wanted != current[name]:
+        if wanted != current[name] and not (name == "dataset" and _same_target(value, base.dataset)):
             raise ConfigMismatchError(
                 f"study was created with {name}={_short(current[name])}, this run asks for "
                 f"{_short(wanted)}; use the recorded value, drop the option, or choose a new --study"
             )
     return base
+
+
+def _same_target(given: DatasetSpec, recorded: DatasetSpec) -> bool:
+    """Whether two specs of one file differ only in naming its default target or not.
+
+    ``--target`` left out means the file's last numeric column: naming that column
+    explicitly (or leaving it out where a study named it) asks for the same data.
+    """
+    if given.to_dict() | {"target": None} != recorded.to_dict() | {"target": None}:
+        return False
+    from optuna_rnn.data import ForecastSeries
+
+    data = dataclasses.replace(given, target=None).load()  # the default is known only from the columns
+    default = data.summary()["target"] if isinstance(data, ForecastSeries) else None
+    return (given.target or default) == (recorded.target or default)
 
 
 def _fields(config: StudyConfig) -> dict[str, Any]:

@@ -279,6 +279,24 @@ def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refus
     assert json.loads(run_cli("best", "--study", "series").stdout)["test_metric"] is None
 
 
+def test_naming_the_default_target_or_leaving_it_out_resumes_the_same_study(
+    run_cli, tmp_path: Path, tiny_space: Path
+) -> None:
+    write_csv(tmp_path / "series.csv", series_rows(150))  # columns x, y: y is the default target
+    base = ("run", "--data", "series.csv", "--space", str(tiny_space), *FAST)
+    assert run_cli(*base, "--n-trials", "1").returncode == 0
+    out = run_cli(*base, "--target", "y", "--n-trials", "2")
+    assert out.returncode == 0, out.stderr
+    out = run_cli(*base, "--target", "x", "--n-trials", "3")
+    assert out.returncode == 2 and "'target': 'x'" in out.stderr
+    assert len(_study(tmp_path, "series").trials) == 2
+    # and the other way round: a study that named its target, resumed without naming it
+    assert run_cli(*base, "--study", "named", "--target", "y", "--n-trials", "1").returncode == 0
+    out = run_cli(*base, "--study", "named", "--n-trials", "2")
+    assert out.returncode == 0, out.stderr
+    assert len(_study(tmp_path, "named").trials) == 2
+
+
 def test_npz_classification_study_with_variable_lengths_and_string_labels(
     run_cli, tmp_path: Path, tiny_space: Path
 ) -> None:
