@@ -37,6 +37,7 @@ import copy
 import hashlib
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ RESUMED_ATTR = "resumed_from_epoch"
 CHECKPOINTS_DIRNAME = "checkpoints"
 WORKER_ATTR = "worker"
 WORKER_ID_ATTR = "worker_id"
+STALE_CLAIM_SECONDS = 60
 
 
 def heartbeat_settings() -> tuple[int | None, int | None]:
@@ -274,10 +276,26 @@ def _marker(directory: Path, trial: FrozenTrial) -> Path:
 
 
 def _claim(directory: Path, trial: FrozenTrial) -> bool:
-    """Create ``requeued-<n>-<start>`` exclusively: only one process gets ``True``."""
+    """Create ``requeued-<n>-<start>`` exclusively: only one process gets ``True``.
+
+    A claim is followed by the retry within moments, after which the trial is no longer
+    asked about; a marker older than ``STALE_CLAIM_SECONDS`` whose trial is asked about
+    again belongs to a process killed in between. One process takes it over: renaming it
+    away succeeds for one only, and the exclusive create that follows for one only.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(_marker(directory, trial), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
+    marker = _marker(directory, trial)
+    for _ in range(2):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - marker.stat().st_mtime < STALE_CLAIM_SECONDS:
+                    return False
+                taken = marker.with_name(f"{marker.name}.stale-{os.getpid()}")
+                os.rename(marker, taken)
+                taken.unlink()
+            except FileNotFoundError:
+                return False  # another process took it over first
+    return False

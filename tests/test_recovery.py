@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -13,6 +16,7 @@ from optuna_rnn.recovery import (
     GRACE_ENV,
     HEARTBEAT_ENV,
     INTERRUPTED,
+    STALE_CLAIM_SECONDS,
     checkpoints_dir,
     drop_leftovers,
     heartbeat_settings,
@@ -128,6 +132,21 @@ def test_interrupted_trials_are_queued_once_with_their_seed_and_checkpoint(tmp_p
     assert again.state == TrialState.WAITING and again.user_attrs[CHECKPOINT_ATTR] == "trial-1"
     assert again.system_attrs["retry_history"] == [1, taken.number]
     assert requeue_interrupted(study, tmp_path) == []
+
+
+def test_a_claim_left_by_a_process_killed_before_queueing_is_taken_over(tmp_path) -> None:
+    study = optuna.create_study()
+    _add(study, TrialState.FAIL, stop_reason=INTERRUPTED)
+    trial = study.trials[0]
+    marker = tmp_path / f"requeued-0-{int(trial.datetime_start.timestamp())}"
+    marker.touch()  # claimed a moment ago by a worker still queueing it: not ours
+    assert requeue_interrupted(study, tmp_path) == []
+    old = time.time() - STALE_CLAIM_SECONDS - 1
+    os.utime(marker, (old, old))  # claimed long ago by a worker that died before queueing it
+    assert requeue_interrupted(study, tmp_path) == [0]
+    assert study.trials[-1].system_attrs["failed_trial"] == 0
+    assert requeue_interrupted(study, tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == [marker.name]  # a fresh claim, nothing stale left
 
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
