@@ -249,7 +249,8 @@ def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> No
     retried = _retried(trials)
     needed, used = set(), set()
     for trial in trials:
-        if trial.number in retried:
+        final = trial.state == TrialState.FAIL and trial.user_attrs.get("stop_reason") != INTERRUPTED
+        if trial.number in retried or final:  # a dead retry is not retried again: its claim is spent too
             _marker(Path(directory), trial).unlink(missing_ok=True)
         key = trial.user_attrs.get(CHECKPOINT_ATTR)
         if not isinstance(key, str):

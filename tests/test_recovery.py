@@ -160,8 +160,14 @@ def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     _add(study, TrialState.FAIL, **{CHECKPOINT_ATTR: "running"})  # taken over by the next trial...
     _add(study, TrialState.RUNNING, **{CHECKPOINT_ATTR: "running"})  # ...which is still training
     _add(study, TrialState.COMPLETE, **{CHECKPOINT_ATTR: "done-retry"})  # a stalled writer's late save
+    # claims: of the retry that died too (failed by the next run, not retried again), and of the
+    # interrupted trial (claimed by a worker killed before queueing it, to be taken over)
+    for number in (0, 1):
+        start = int(study.trials[number].datetime_start.timestamp())
+        (tmp_path / f"requeued-{number}-{start}").touch()
     drop_leftovers(study, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["interrupted.pt", "running.pt"]
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["interrupted.pt", f"requeued-1-{start}", "running.pt"]
 
 
 def test_the_shared_total_counts_running_trials_and_refuses_surplus_ones() -> None:
