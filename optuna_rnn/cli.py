@@ -341,13 +341,7 @@ def cmd_best(args: argparse.Namespace) -> int:
             raise UsageError(f"--export {args.export}: {exc}") from None
         print(f"optuna-rnn: warning: {exc}", file=sys.stderr)
         payload = None
-    try:
-        test = session.best_test()  # recorded, or computed from the model (which loads the data)
-    except LookupError:
-        test = None
-    except UsageError as exc:  # not recorded, and the data file cannot be read here
-        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
-        test = None
+    test = _best_test_or_none(session)
     if payload is not None:  # exactly what the model trained with
         hp = Hyperparams(**payload["hyperparams"])
     else:
@@ -369,6 +363,17 @@ def cmd_best(args: argparse.Namespace) -> int:
         result["exported"] = os.path.abspath(args.export)
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
+
+
+def _best_test_or_none(session: Any) -> dict[str, Any] | None:
+    """The best trial's test record (recorded, or computed from its model), or ``None`` when it cannot be."""
+    try:
+        return session.best_test()
+    except LookupError:  # the best model's file is gone
+        return None
+    except UsageError as exc:  # not recorded, and the data file cannot be read here
+        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
+        return None
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -401,13 +406,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from optuna_rnn.study import open_session
 
     session = open_session(args.study, storage=args.storage, read_only=True)
-    try:
-        test = session.best_test()
-    except LookupError:  # the best model's file is gone: report without its test metric
-        test = None
-    except UsageError as exc:  # not recorded, and the data file cannot be read here
-        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
-        test = None
+    test = _best_test_or_none(session)
     try:
         written = write_report(session.study, args.out, best_test=test)
     except OSError as exc:
