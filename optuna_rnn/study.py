@@ -196,9 +196,14 @@ def open_storage(
                 return rdb
             except (IntegrityError, ProgrammingError, OperationalError) as exc:
                 # Another process is creating the same new schema; once it is done, ours opens it.
-                # (SQLite says so with an OperationalError, which otherwise means "cannot connect".)
+                # SQLite says so with an OperationalError, which otherwise means "cannot connect":
+                # "already exists", or "database is locked" when our read-then-create transaction
+                # met the other's write (a conflict SQLite reports at once, without its busy wait).
                 attempt += 1
-                if attempt == 10 or (isinstance(exc, OperationalError) and "already exists" not in str(exc)):
+                racing = ("already exists", "database is locked")
+                if attempt == 10 or (
+                    isinstance(exc, OperationalError) and not any(m in str(exc) for m in racing)
+                ):
                     raise
                 time.sleep(0.2 * attempt)
     except UsageError:
