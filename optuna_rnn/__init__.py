@@ -21,7 +21,7 @@ from optuna_rnn.callbacks import (
 from optuna_rnn.config import StudyConfig
 from optuna_rnn.data import ForecastSeries, SequenceData, Split
 from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
-from optuna_rnn.errors import ConfigMismatchError, UsageError
+from optuna_rnn.errors import ConfigMismatchError, MissingModelError, UsageError
 from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.objective import Objective
 from optuna_rnn.snapshot import PruningSnapshot
@@ -34,6 +34,7 @@ __all__ = [
     "Checkpoint",
     "Choice",
     "ConfigMismatchError",
+    "MissingModelError",
     "DatasetSpec",
     "Diverged",
     "DivergenceGuard",

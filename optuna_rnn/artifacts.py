@@ -24,7 +24,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from optuna_rnn.errors import UsageError
+from optuna_rnn.errors import MissingModelError, UsageError
 from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.space import Hyperparams
 
@@ -111,13 +111,13 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
     """The model file of a finished trial, as a dict."""
     artifact_id = trial.user_attrs.get(ARTIFACT_ATTR)
     if artifact_id is None:
-        raise LookupError(f"trial {trial.number} has no saved model")
+        raise MissingModelError(f"trial {trial.number} has no saved model")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / MODEL_FILE
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         except (FileNotFoundError, ArtifactNotFound):
-            raise LookupError(
+            raise MissingModelError(
                 f"the model of trial {trial.number} is missing from the artifact store"
             ) from None
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
@@ -135,7 +135,7 @@ def load_best_model(
     ``sqlite:///optuna-rnn.db``); ``artifacts`` defaults to the directory the
     study recorded. Only the weights file is read (``weights_only=True``); the
     dataset is not loaded. A missing study raises :class:`UsageError`, a study
-    without a saved best model :class:`LookupError`.
+    without a saved best model :class:`~optuna_rnn.errors.MissingModelError` (a :class:`LookupError`).
     """
     from optuna_rnn.study import default_artifacts_dir, open_storage, recorded_config, storage_url
 
@@ -146,7 +146,7 @@ def load_best_model(
         raise UsageError(f"no study named {study_name!r}")
     ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))
     if not ranked:
-        raise LookupError(f"study {study_name!r} has no complete trial yet")
+        raise MissingModelError(f"study {study_name!r} has no complete trial yet")
     directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
     return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
 

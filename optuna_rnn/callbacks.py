@@ -179,6 +179,8 @@ class DivergenceGuard(Callback):
             raise Diverged(f"diverged at epoch {state.epoch}: training loss is {state.train_loss}")
         if not math.isfinite(state.val_metric):
             raise Diverged(f"diverged at epoch {state.epoch}: validation metric is not finite")
+        if not math.isfinite(state.val_loss):  # weights gone non-finite in the epoch's last step
+            raise Diverged(f"diverged at epoch {state.epoch}: validation loss is {state.val_loss}")
         if not math.isfinite(state.grad_norm) and state.hp.grad_clip is not None:
             raise Diverged(f"diverged at epoch {state.epoch}: gradient norm is {state.grad_norm}")
         if state.grad_norm > self.max_grad_norm:

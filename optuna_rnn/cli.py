@@ -22,7 +22,7 @@ from importlib.metadata import version
 from typing import Any, NoReturn
 
 from optuna_rnn.config import PRUNERS, SAMPLERS
-from optuna_rnn.errors import UsageError
+from optuna_rnn.errors import MissingModelError, UsageError
 
 DEFAULT_N_TRIALS = 30
 
@@ -311,7 +311,7 @@ def _print_summary(session: Any, seconds: float) -> None:
     if best is None:
         print("No trial has completed yet.")
         return
-    test = session.best_test()
+    test = _best_test_or_none(session)
     metric = test["metric"] if test else "value"
     test_text = f", test {test['test_value']:.4g}" if test else ""
     print(f"Best trial #{best.number}: validation {metric} {best.value:.4g}{test_text}")
@@ -336,16 +336,17 @@ def cmd_best(args: argparse.Namespace) -> int:
         payload: dict[str, Any] | None = download_model_payload(
             artifact_store(session.artifacts_dir, create=False), best
         )
-    except LookupError as exc:  # its file is gone (or it ran without artifacts)
+    except MissingModelError as exc:  # its file is gone (or it ran without artifacts)
         if args.export:
             raise UsageError(f"--export {args.export}: {exc}") from None
         print(f"optuna-rnn: warning: {exc}", file=sys.stderr)
         payload = None
-    test = _best_test_or_none(session)
+    test = _best_test_or_none(session, say_missing=False)  # the missing model was reported above
     if payload is not None:  # exactly what the model trained with
         hp = Hyperparams(**payload["hyperparams"])
     else:
-        hp = session.space.hyperparams_from(best.params, task=session.task)
+        # the recorded space: its fitted form would need the data, which may be gone too
+        hp = session.config.space.hyperparams_from(best.params, task=session.task)
     result = {
         "study": args.study,
         "trial_number": best.number,
@@ -365,11 +366,17 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def _best_test_or_none(session: Any) -> dict[str, Any] | None:
-    """The best trial's test record (recorded, or computed from its model), or ``None`` when it cannot be."""
+def _best_test_or_none(session: Any, *, say_missing: bool = True) -> dict[str, Any] | None:
+    """The best trial's test record (recorded, or computed from its model), or ``None`` when it cannot be.
+
+    Why there is none goes to stderr; ``say_missing=False`` leaves out a missing model file,
+    for a caller that has said so already.
+    """
     try:
         return session.best_test()
-    except LookupError:  # the best model's file is gone
+    except MissingModelError as exc:
+        if say_missing:
+            print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
         return None
     except UsageError as exc:  # not recorded, and the data file cannot be read here
         print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
@@ -452,8 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 0
-    except LookupError as exc:
-        print(f"optuna-rnn: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+    except MissingModelError as exc:
+        print(f"optuna-rnn: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (`optuna-rnn datasets | head -1`): say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -42,7 +42,7 @@ from plotly.subplots import make_subplots
 
 from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.config import CONFIG_ATTR
-from optuna_rnn.errors import UsageError
+from optuna_rnn.errors import MissingModelError, UsageError
 from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession
 
 if TYPE_CHECKING:
@@ -353,7 +353,7 @@ class StudyDashboard:
         try:
             try:
                 test = self.session.best_test()
-            except LookupError:  # the best model's file is missing: show the rest
+            except MissingModelError:  # the best model's file is missing: show the rest
                 test = None
             publish(self.session.study, best_test=test)
         except Exception as exc:  # e.g. an unreadable model file: the trials matter more than the note

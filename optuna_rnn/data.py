@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 from optuna_rnn.errors import UsageError
-from optuna_rnn.space import Task
+from optuna_rnn.space import Choice, IntRange, SearchSpace, Task
+
+#: Windowed copies of a forecasting series kept for reuse (the most recent one is always kept).
+WINDOW_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
+
+
+def _nbytes(data: SequenceData) -> int:
+    """Bytes held by ``data``'s tensors."""
+    splits = (data.train, data.valid, data.test)
+    return sum(t.nbytes for s in splits for t in (s.X, s.y, s.lengths) if t is not None)
 
 
 @dataclass(frozen=True)
@@ -318,9 +327,13 @@ class ForecastSeries:
         if window is None:
             raise ValueError("forecasting needs a window length")
         self.require_window(window)
-        if window not in self._cache:
-            self._cache[window] = self._make_windows(window)
-        return self._cache[window]
+        data = self._cache.pop(window, None) or self._make_windows(window)
+        self._cache[window] = data  # the most recently used last
+        # Each window length copies the series about `window` times over: keep the recent ones
+        # only, so a long study's memory does not grow with the lengths its trials drew.
+        while len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > WINDOW_CACHE_BYTES:
+            del self._cache[next(iter(self._cache))]
+        return data
 
     def target_times(self, window: int) -> dict[str, np.ndarray]:
         """Row of each sample's target, per split, in the order :meth:`windowed` holds them.
@@ -524,3 +537,27 @@ def _channel_stats(X: np.ndarray, lengths: np.ndarray | None) -> tuple[np.ndarra
         flat = X[np.arange(X.shape[1])[None, :] < lengths[:, None]]
     std = flat.std(axis=0)
     return flat.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
+    """Narrow the window range (or choice) to what a forecasting series can serve.
+
+    Derived from the data, not recorded: every worker derives the same space. A range the
+    data cannot serve at all (its shortest window is too long) is a :class:`UsageError`.
+    """
+    if not isinstance(dataset, ForecastSeries):
+        return space
+    longest = dataset.max_window
+    window = space.window
+    if isinstance(window, IntRange):
+        dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
+        if window.high > longest:
+            return space.replace(window=IntRange(window.low, longest, window.log, window.step))
+    elif isinstance(window, Choice):
+        options = [int(w) for w in window.options]  # type: ignore[arg-type]
+        dataset.require_window(min(options))
+        if max(options) > longest:
+            return space.replace(window=Choice([w for w in options if w <= longest]))
+    elif isinstance(window, int):
+        dataset.require_window(window)
+    return space

@@ -13,3 +13,11 @@ class UsageError(ValueError):
 
 class ConfigMismatchError(UsageError):
     """A ``run`` asked for a configuration that differs from the one the study recorded."""
+
+
+class MissingModelError(LookupError):
+    """A trained model that should be in the artifact store is not: never saved, or deleted since.
+
+    A :class:`LookupError`, so that code catching that keeps working; the command line
+    catches this class only, so that an internal ``KeyError`` still shows its traceback.
+    """

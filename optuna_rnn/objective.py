@@ -37,7 +37,7 @@ import torch
 
 from optuna_rnn.artifacts import model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
-from optuna_rnn.data import Dataset
+from optuna_rnn.data import Dataset, fit_space
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
 from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
@@ -72,7 +72,7 @@ class Objective:
         checkpoints: str | os.PathLike[str] | None = None,
     ) -> None:
         self.dataset = dataset
-        self.space = space or SearchSpace()
+        self.space = fit_space(space or SearchSpace(), dataset)  # windows the series can serve
         self.max_epochs = max_epochs
         self.patience = patience
         self.device = device

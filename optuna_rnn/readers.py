@@ -58,7 +58,16 @@ def read_file(path: Path, *, target: str | None = None, horizon: int = 1) -> Dat
 def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> ForecastSeries:
     """A forecasting series from a CSV file (see the module docstring)."""
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # Rows with one field more than the header: pandas would take the first field as an
+            # index and shift every name onto the wrong values; index_col=False warns instead.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, skipinitialspace=True, index_col=False)
+    except pd.errors.ParserWarning:
+        raise UsageError(
+            f"{path}: the data rows have more fields than the header names; name every column "
+            "(or remove trailing commas)"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{path}: not a readable CSV ({reason})") from None
@@ -107,9 +116,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
         raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(missing)})")
     keys = pd.to_numeric(column, errors="coerce")
     if keys.isna().any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
-            keys = pd.to_datetime(column, errors="coerce")
+        keys = _parse_dates(path, column, name)
         bad = keys.isna().to_numpy()
         if bad.any():
             first = column.to_numpy()[bad][0]
@@ -117,14 +124,47 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
                 f"{path}: time column {name!r} has a value that is neither a number nor a date "
                 f"(line {_line(bad)}: {first!r})"
             )
-    repeated = keys.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        lines = np.flatnonzero(repeated)[:2] + 2
+    repeat = keys.duplicated().to_numpy()
+    if repeat.any():
+        second = int(np.flatnonzero(repeat)[0])
+        first_seen = int(np.flatnonzero((keys == keys.iloc[second]).to_numpy())[0])
         raise UsageError(
-            f"{path}: time column {name!r} repeats {column.to_numpy()[lines[0] - 2]!r} "
-            f"(lines {lines[0]} and {lines[1]})"
+            f"{path}: time column {name!r} repeats {str(column.iloc[second])!r} "
+            f"(lines {first_seen + 2} and {second + 2})"
         )
     return np.argsort(keys.to_numpy(), kind="stable")
+
+
+def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
+    """``column``'s dates as UTC times, NaT where a value is not a date.
+
+    ISO 8601 is read first: dates and date-times may mix, and so may UTC offsets (local
+    times across a clock change). Other formats are read the way pandas infers from the
+    first value, month first and day first: when both read every value but order the rows
+    differently (``01/06/2024``), the column is ambiguous and refused rather than scrambled.
+    """
+    tries: list[pd.Series] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+        for options in ({"format": "ISO8601"}, {"dayfirst": False}, {"dayfirst": True}):
+            try:
+                keys = pd.to_datetime(column, utc=True, errors="coerce", **options)
+            except (ValueError, TypeError, OverflowError):
+                continue
+            if "format" in options and not keys.isna().any():
+                return keys
+            tries.append(keys)
+    complete = [keys for keys in tries if not keys.isna().any()]
+    if len(complete) == 2 and not np.array_equal(
+        np.argsort(complete[0].to_numpy(), kind="stable"), np.argsort(complete[1].to_numpy(), kind="stable")
+    ):
+        raise UsageError(
+            f"{path}: time column {name!r} reads both as month/day and as day/month "
+            f"(line 2: {column.iloc[0]!r}), which order the rows differently; write dates as YYYY-MM-DD"
+        )
+    if complete:
+        return complete[0]
+    return min(tries, key=lambda keys: int(keys.isna().sum()), default=pd.Series(pd.NaT, index=column.index))
 
 
 def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | None) -> np.ndarray:

@@ -167,9 +167,9 @@ def mark_interrupted(trial: optuna.Trial) -> None:
 def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:
     """Queue every trial closed by SIGTERM/SIGINT for a retry; returns their numbers.
 
-    The retry has the same parameters, user attrs (seed, checkpoint) and
-    intermediate values, exactly as a heartbeat retry; a retry that is
-    interrupted in turn is queued again. Workers that start
+    The retry has the same parameters, user attrs (seed, checkpoint; not the stop
+    reason) and intermediate values, exactly as a heartbeat retry; a retry that
+    is interrupted in turn is queued again, one that fails otherwise is not. Workers that start
     at the same moment claim each trial with an exclusive marker file in
     ``directory`` so that it is queued only once.
     """
@@ -184,8 +184,10 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
             or not _claim(Path(directory), trial)
         ):
             continue
+        retry = copy.deepcopy(trial)
+        del retry.user_attrs["stop_reason"]  # the retry is not interrupted unless it is in turn
         try:
-            retry_callback(max_retry=None)(study, copy.deepcopy(trial))
+            retry_callback(max_retry=None)(study, retry)
         except BaseException:
             _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run retries
             raise

@@ -211,84 +211,66 @@ class SearchSpace:
     ) -> Hyperparams:
         """Sample one configuration from ``trial``; conditional parameters only where they apply."""
         values: dict[str, Any] = {}
-
-        def pick(name: str) -> Any:
-            values[name] = _suggest(trial, name, getattr(self, name))
-            return values[name]
-
-        cell = pick("cell")
-        for name in ("hidden_size", "num_layers", "bidirectional", "dropout"):
-            pick(name)
-        pick("input_init")
-        pick("recurrent_init")
-        if cell == "lstm":
-            pick("forget_bias")
-        optimizer = pick("optimizer")
-        pick("lr")
-        pick("weight_decay")
-        if optimizer == "sgd":
-            pick("momentum")
-            pick("nesterov")
-        elif optimizer in ("adam", "adamw"):
-            pick("beta1")
-            pick("beta2")
-        elif optimizer == "rmsprop":
-            pick("rmsprop_alpha")
-        pick("batch_size")
-        if task == "forecasting":
-            pick("window")
-        pick("grad_clip")
+        for name in self.param_names():  # in field order: cell and optimizer before what they decide
+            if _applies(name, task=task, cell=values.get("cell", ""), optimizer=values.get("optimizer", "")):
+                values[name] = _suggest(trial, name, getattr(self, name))
         return Hyperparams(**values)
 
     def hyperparams_from(self, params: Mapping[str, Any], *, task: Task) -> Hyperparams:
         """Rebuild the :class:`Hyperparams` of a finished trial from its ``params``."""
         return self.suggest(optuna.trial.FixedTrial(dict(params)), task=task)
 
-    def grid(self, *, task: Task, points: int = 3) -> dict[str, list[Scalar]]:
-        """A finite grid over this space for :class:`optuna.samplers.GridSampler`.
+    def gridded(self, *, task: Task, points: int = 3) -> SearchSpace:
+        """The finite space that grid search walks: every range cut into ``points`` values.
 
-        Choices keep all their options; ranges are cut into ``points`` values
-        (geometric for log ranges). Conditional parameters are included; the
-        grid sampler simply finds them unused in trials where they do not apply.
-        A grid of more than ``MAX_GRID_POINTS`` combinations is refused: grid
-        search suits small spaces, so fix or narrow parameters first.
+        Choices keep all their options; ranges become a choice of ``points`` values
+        (geometric for log ranges, on the range's steps). Conditional parameters are
+        walked only where they apply, so the grid holds each configuration once
+        (:meth:`grid_size`). A grid of more than ``MAX_GRID_POINTS`` configurations is
+        refused: grid search suits small spaces, so fix or narrow parameters first.
         """
-        grid: dict[str, list[Scalar]] = {}
+        changes: dict[str, Spec] = {}
         for name in self.param_names():
-            if not self._may_apply(name, task):
-                continue
             spec = getattr(self, name)
-            if isinstance(spec, Choice):
-                grid[name] = list(spec.options)
-            elif isinstance(spec, IntRange | FloatRange):
-                grid[name] = _range_points(spec, points)
-        size = math.prod(len(values) for values in grid.values())
+            if isinstance(spec, IntRange | FloatRange):
+                values = _range_points(spec, points)
+                changes[name] = values[0] if len(values) == 1 else Choice(values)
+        gridded = self.replace(**changes)
+        size = gridded.grid_size(task=task)
         if size > MAX_GRID_POINTS:
-            widest = sorted(grid, key=lambda n: -len(grid[n]))[:4]
+            specs = {name: getattr(gridded, name) for name in self.param_names()}
+            counts = {name: len(spec.options) for name, spec in specs.items() if isinstance(spec, Choice)}
+            widest = sorted(counts, key=lambda name: -counts[name])[:4]
             raise UsageError(
                 f"the grid over this space has {size:,} points (limit {MAX_GRID_POINTS:,}); "
                 f"fix or narrow parameters with --space, e.g. {', '.join(widest)}"
             )
-        return grid
+        return gridded
 
-    def _may_apply(self, name: str, task: Task) -> bool:
-        """Whether a conditional parameter can be sampled at all in this space."""
+    def grid_size(self, *, task: Task) -> int:
+        """How many distinct configurations a grid over this (gridded) space holds.
 
-        def options(spec: Spec) -> tuple[Scalar, ...]:
-            return spec.options if isinstance(spec, Choice) else (spec,)  # type: ignore[return-value]
+        A conditional parameter multiplies only the branches where it applies: a
+        momentum grid adds SGD configurations, not Adam ones.
+        """
 
-        conditions = {
-            "window": task == "forecasting",
-            "forget_bias": "lstm" in options(self.cell),
-            "momentum": "sgd" in options(self.optimizer),
-            "nesterov": "sgd" in options(self.optimizer),
-            "beta1": {"adam", "adamw"} & set(options(self.optimizer)),
-            "beta2": {"adam", "adamw"} & set(options(self.optimizer)),
-            "rmsprop_alpha": "rmsprop" in options(self.optimizer),
-        }
-        return bool(conditions.get(name, True))
+        def options(name: str) -> tuple[Scalar, ...]:
+            spec = getattr(self, name)
+            if isinstance(spec, IntRange | FloatRange):
+                raise ValueError(f"{name}: a range has no grid size; call gridded() first")
+            return spec.options if isinstance(spec, Choice) else (spec,)
 
-    # --- files and records --------------------------------------------------------
+        size = 0
+        for cell in options("cell"):
+            for optimizer in options("optimizer"):
+                branch = {"cell": str(cell), "optimizer": str(optimizer)}
+                counts = [
+                    len(options(name))
+                    for name in self.param_names()
+                    if name not in branch and _applies(name, task=task, **branch)
+                ]
+                size += math.prod(counts)
+        return size
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description, the inverse of :meth:`from_dict`."""
@@ -331,12 +313,21 @@ class SearchSpace:
         """Read a space from a TOML file: keys at the top level or under ``[space]``."""
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            with path.open("rb") as file:  # TOML is UTF-8 whatever the locale
+                data = tomllib.load(file)
         except FileNotFoundError:
             raise UsageError(f"{path}: search-space file not found") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the search-space file ({exc.strerror})") from None
         if "space" in data and isinstance(data["space"], dict):
+            outside = [name for name in data if name != "space"]
+            if outside:
+                raise UsageError(
+                    f"{path}: {', '.join(map(repr, outside))} outside the [space] table would be "
+                    "ignored; put every hyperparameter under [space], or drop the table header"
+                )
             data = data["space"]
         return cls.from_dict(data, source=str(path))
 
@@ -431,6 +422,20 @@ def _whole(spec: Spec) -> Spec:
     if isinstance(spec, float):
         return int(spec)
     return spec
+
+
+def _applies(name: str, *, task: Task, cell: str, optimizer: str) -> bool:
+    """Whether :meth:`SearchSpace.suggest` samples ``name`` for this cell, optimiser and task."""
+    conditions = {
+        "window": task == "forecasting",
+        "forget_bias": cell == "lstm",
+        "momentum": optimizer == "sgd",
+        "nesterov": optimizer == "sgd",
+        "beta1": optimizer in ("adam", "adamw"),
+        "beta2": optimizer in ("adam", "adamw"),
+        "rmsprop_alpha": optimizer == "rmsprop",
+    }
+    return conditions.get(name, True)
 
 
 def _suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, spec: Spec) -> Any:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from optuna_rnn import shutdown
 from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload, ranked_complete
 from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
-from optuna_rnn.data import Dataset, ForecastSeries
+from optuna_rnn.data import Dataset, fit_space
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
@@ -43,7 +44,7 @@ from optuna_rnn.recovery import (
     retry_callback,
     tidy_checkpoints,
 )
-from optuna_rnn.space import Choice, Hyperparams, IntRange, SearchSpace, Task
+from optuna_rnn.space import Hyperparams, SearchSpace, Task
 from optuna_rnn.training import Trainer, metric_for
 from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
 
@@ -69,8 +70,8 @@ def storage_url(url: str | None = None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """``url`` with any password replaced by ``***`` (SQLAlchemy lets a password hold ``/``)."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)
 
 
 def mask_secrets(text: str, url: str | None = None) -> str:
@@ -79,7 +80,7 @@ def mask_secrets(text: str, url: str | None = None) -> str:
     Drivers quote URLs, but some also echo the bare password; both are masked.
     """
     masked = mask_url(text)
-    match = re.search(r"://[^:/@]*:([^@/]+)@", url or "")
+    match = re.search(r"://[^:/@\s]*:([^@\s]+)@", url or "")
     if match:
         from urllib.parse import unquote
 
@@ -93,7 +94,7 @@ def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or ``None`` for other storages."""
     if not url.startswith("sqlite:///"):
         return None
-    return Path(url[len("sqlite:///") :])
+    return Path(sqlalchemy.engine.make_url(url).database or "")  # decoded, as SQLAlchemy opens it: %20 is ' '
 
 
 def is_journal_path(url: str) -> bool:
@@ -289,8 +290,12 @@ def make_sampler(config: StudyConfig, *, dataset: Dataset) -> optuna.samplers.Ba
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        grid = fit_space(config.space, dataset).grid(task=dataset.task)  # only windows the data can serve
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        # The brute-force sampler walks the gridded space's conditional branches, so that no
+        # configuration runs twice (a product grid would repeat each for every unused parameter).
+        fit_space(config.space, dataset).gridded(task=dataset.task)  # a grid too large is refused here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.BruteForceSampler(seed=seed)
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -367,29 +372,6 @@ def settled_config(storage: BaseStorage, study_name: str, *, wait: float = 5.0) 
         time.sleep(0.2)
 
 
-def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
-    """Narrow the window range (or choice) to what a forecasting series can serve.
-
-    Derived from the data, not recorded: every worker derives the same space.
-    """
-    if not isinstance(dataset, ForecastSeries):
-        return space
-    longest = dataset.max_window
-    window = space.window
-    if isinstance(window, IntRange):
-        dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
-        if window.high > longest:
-            return space.replace(window=IntRange(window.low, longest, window.log, window.step))
-    elif isinstance(window, Choice):
-        options = [int(w) for w in window.options]  # type: ignore[arg-type]
-        dataset.require_window(min(options))
-        if max(options) > longest:
-            return space.replace(window=Choice([w for w in options if w <= longest]))
-    elif isinstance(window, int):
-        dataset.require_window(window)
-    return space
-
-
 class StudySession:
     """A study opened from its storage with everything needed to run, report or load it."""
 
@@ -431,10 +413,21 @@ class StudySession:
 
     @property
     def space(self) -> SearchSpace:
-        """The recorded search space as its trials sample it: windows narrowed to fit the data."""
-        if self.task != "forecasting":
-            return self.config.space  # nothing to fit: no need to load the data
-        return fit_space(self.config.space, self.dataset)
+        """The recorded search space as its trials sample it: windows narrowed to fit the data,
+        and ranges cut into grid points for grid search."""
+        space = self.config.space
+        if self.task == "forecasting":  # else nothing to fit: no need to load the data
+            space = fit_space(space, self.dataset)
+        return space.gridded(task=self.task) if self.config.sampler == "grid" else space
+
+    def grid_left(self) -> int | None:
+        """Configurations of a grid study that no trial has taken yet (``None`` for other samplers)."""
+        if self.config.sampler != "grid":
+            return None
+        taken = self.study.get_trials(
+            deepcopy=False, states=tuple(s for s in TrialState if s != TrialState.WAITING)
+        )
+        return self.space.grid_size(task=self.task) - len({tuple(sorted(t.params.items())) for t in taken})
 
     def objective(self, *, device: str = "auto") -> Objective:
         return Objective(
@@ -487,6 +480,7 @@ class StudySession:
         if isinstance(recorded, dict) and recorded.get("trial") == best.number:
             return recorded
         payload = download_model_payload(artifact_store(self.artifacts_dir, create=False), best)
+        _check_same_data(self.study, self.dataset)  # a test split cut from other data would not compare
         model = model_from_payload(payload)
         hp = Hyperparams(**payload["hyperparams"])
         data = self.dataset.windowed(hp.window)
@@ -568,7 +562,7 @@ def open_session(
                     study = optuna.load_study(
                         study_name=study_name, storage=backend, sampler=sampler, pruner=pruner
                     )
-                    if study.direction.name.lower() != direction:
+                    if len(study.directions) != 1 or study.direction.name.lower() != direction:
                         raise UsageError(
                             f"study {study_name!r} exists but was not created by optuna-rnn"
                         ) from None
@@ -662,10 +656,19 @@ def run_trials(
 
     with shutdown.deferred():  # a trial half requeued would be lost for good
         requeue_orphaned(session.study, session.checkpoints_dir)
-        requeue_interrupted(session.study, session.checkpoints_dir)
+        if session.finished() < n_trials:  # else a run raising the total later retries them
+            requeue_interrupted(session.study, session.checkpoints_dir)
     shutdown.check()
     total = SharedTotal(n_trials)
     remaining = n_trials - session.finished()
+    grid_left = session.grid_left()
+    if grid_left is not None and grid_left < remaining:
+        remaining = max(grid_left, 0)
+        print(
+            f"optuna-rnn: note: the grid holds {grid_left} configuration(s) no trial has run; "
+            f"this run stops after them, short of --n-trials {n_trials}",
+            file=sys.stderr,
+        )
     dashboard = StudyDashboard(session)
     if remaining <= 0 or total.reached(session.study):
         _wrap_up(session, dashboard)  # a stop at the very end of an earlier run may have skipped it

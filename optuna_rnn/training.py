@@ -363,7 +363,9 @@ class Trainer:
                         "seconds": time.perf_counter() - t0,
                     }
                 )
-                if state.metric.better(state.val_metric, state.best_value):
+                # Non-finite weights can still score an accuracy (argmax of NaN logits is class
+                # 0); their validation loss gives them away.
+                if math.isfinite(state.val_loss) and state.metric.better(state.val_metric, state.best_value):
                     state.best_value = state.val_metric
                     state.best_epoch = state.epoch
                     state.best_weights = copy.deepcopy(model.state_dict())

@@ -20,9 +20,16 @@ from optuna_rnn.recovery import (
     checkpoints_dir,
     drop_leftovers,
     heartbeat_settings,
+    mark_interrupted,
     requeue_interrupted,
 )
-from optuna_rnn.study import mask_secrets, with_installed_driver
+from optuna_rnn.study import (
+    default_artifacts_dir,
+    mask_secrets,
+    mask_url,
+    open_storage,
+    with_installed_driver,
+)
 from optuna_rnn.workers import (
     SharedTotal,
     SurplusTrial,
@@ -90,6 +97,19 @@ def test_urls_get_an_installed_driver_and_passwords_are_masked() -> None:
     masked = mask_secrets(text, url)
     assert "p%40ss" not in masked and "p@ss" not in masked
     assert "alice:***@db.example" in masked
+    slash = "postgresql://postgres:s3cr/et@127.0.0.1:5432/test"  # SQLAlchemy reads the password 's3cr/et'
+    assert mask_url(f"no study in {slash}") == "no study in postgresql://postgres:***@127.0.0.1:5432/test"
+    assert "cr/et" not in mask_secrets(f"{slash} rejected s3cr/et", slash)
+    assert mask_url("sqlite:///a.db, then host:5432/x and a@b") == "sqlite:///a.db, then host:5432/x and a@b"
+
+
+def test_a_percent_encoded_sqlite_url_means_the_file_optuna_opens(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/a%20b.db"
+    optuna.create_study(study_name="s", storage=open_storage(url))
+    assert (tmp_path / "a b.db").exists() and not any("%" in p.name for p in tmp_path.iterdir())
+    assert optuna.get_all_study_names(url) == ["s"]
+    assert open_storage(url, must_exist=True, for_reading=True).get_all_studies()[0].study_name == "s"
+    assert default_artifacts_dir(url) == str(tmp_path / "optuna-rnn-artifacts")
 
 
 def test_checkpoint_directories_are_safe_and_distinct(tmp_path) -> None:
@@ -124,14 +144,18 @@ def test_interrupted_trials_are_queued_once_with_their_seed_and_checkpoint(tmp_p
     assert retry.user_attrs["seed"] == 7 and retry.user_attrs[CHECKPOINT_ATTR] == "trial-1"
     assert retry.intermediate_values == {1: 0.1, 2: 0.2}
     assert retry.system_attrs["failed_trial"] == 1
+    assert "stop_reason" not in retry.user_attrs  # the retry has not been interrupted (yet)
     taken = study.ask()  # a worker takes the retry...
     assert taken.number == retry.number
-    study.tell(taken, state=TrialState.FAIL)  # ...and is interrupted too (stop_reason is inherited)
+    mark_interrupted(taken)  # ...and is interrupted too
+    study.tell(taken, state=TrialState.FAIL)
     assert requeue_interrupted(study, tmp_path) == [taken.number]  # interrupted again: queued again
     again = study.trials[-1]
     assert again.state == TrialState.WAITING and again.user_attrs[CHECKPOINT_ATTR] == "trial-1"
     assert again.system_attrs["retry_history"] == [1, taken.number]
     assert requeue_interrupted(study, tmp_path) == []
+    study.tell(study.ask(), state=TrialState.FAIL)  # that retry fails for a reason of its own
+    assert requeue_interrupted(study, tmp_path) == []  # a real failure: not retried again and again
 
 
 def test_a_claim_left_by_a_process_killed_before_queueing_is_taken_over(tmp_path) -> None:

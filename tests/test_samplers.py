@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optuna_rnn import DatasetSpec, FloatRange, IntRange, SearchSpace
+from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace
 from optuna_rnn.config import SAMPLERS
+from optuna_rnn.recovery import CHECKPOINT_ATTR, INTERRUPTED
 from optuna_rnn.study import open_session, run_trials
 
 # Two parameters searched, so that the grid is small; the rest fixed.
@@ -41,3 +43,47 @@ def test_each_sampler_runs_past_its_start_up_trials(sampler: str, tmp_path: Path
     assert TrialState.FAIL not in states, [t.user_attrs.get("stop_reason") for t in session.study.trials]
     expected = 9 if sampler == "grid" else 12  # the grid holds 3 x 3 points
     assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == expected
+
+
+def test_a_trial_interrupted_after_the_total_was_reached_waits_for_a_larger_run(tmp_path: Path) -> None:
+    given = {"dataset": DatasetSpec(name="digits"), "space": SPACE, "seed": 0, "max_epochs": 1}
+    session = open_session("s", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    run_trials(session, n_trials=2, device="cpu", progress=False)
+    # A worker stopped by a signal while the others finished the study's 2 trials.
+    donor = session.study.trials[0]
+    session.study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params=donor.params,
+            distributions=donor.distributions,
+            user_attrs={"stop_reason": INTERRUPTED, CHECKPOINT_ATTR: "trial-2"},
+        )
+    )
+    checkpoint = session.checkpoints_dir / "trial-2.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"kept for the retry")
+    run_trials(session, n_trials=2, device="cpu", progress=False)  # done already: nothing is queued
+    assert [t.state for t in session.study.trials] == [*[TrialState.COMPLETE] * 2, TrialState.FAIL]
+    assert checkpoint.exists()
+    checkpoint.unlink()  # (a stand-in: the retry starts over when the file is gone)
+    run_trials(session, n_trials=3, device="cpu", progress=False)  # a larger total retries it
+    retry = session.study.trials[3]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.system_attrs["failed_trial"] == 2
+    assert retry.params == donor.params and len(session.study.trials) == 4
+
+
+def test_a_grid_runs_each_configuration_once_and_says_when_it_runs_out(tmp_path: Path, capsys) -> None:
+    # Adam, or SGD with one of two momenta: 3 configurations (a product grid would hold 2 x 2).
+    space = SPACE.replace(
+        hidden_size=4, lr=1e-2, optimizer=Choice(["adam", "sgd"]), momentum=Choice([0.5, 0.9]), nesterov=False
+    )
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    run_trials(session, n_trials=5, device="cpu", progress=False)
+    configs = [tuple(sorted(t.params.items())) for t in session.study.trials]
+    assert len(configs) == len(set(configs)) == 3
+    assert "the grid holds 3 configuration(s) no trial has run" in capsys.readouterr().err
+    run_trials(session, n_trials=5, device="cpu", progress=False)  # asked again: nothing is repeated
+    assert len(session.study.trials) == 3
+    assert "the grid holds 0 configuration(s) no trial has run" in capsys.readouterr().err

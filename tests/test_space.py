@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import tomllib
 
-from optuna_rnn import Choice, FloatRange, Hyperparams, IntRange, SearchSpace, UsageError
-from optuna_rnn.data import ForecastSeries
-from optuna_rnn.study import fit_space
+from optuna_rnn import Choice, FloatRange, Hyperparams, IntRange, Objective, SearchSpace, UsageError
+from optuna_rnn.data import ForecastSeries, fit_space
+from tests.conftest import TINY_SPACE
 
 
 def sample(space: SearchSpace, n: int = 40, task: str = "classification") -> list[optuna.trial.FrozenTrial]:
@@ -95,6 +96,13 @@ def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
         SearchSpace.from_toml(path)
     with pytest.raises(UsageError, match="not found"):
         SearchSpace.from_toml(tmp_path / "missing.toml")
+    with pytest.raises(UsageError, match=r"cannot read the search-space file \(Is a directory\)"):
+        SearchSpace.from_toml(tmp_path)
+    path.write_text('cell = "gru"\n[space]\nlr = 0.01\n')  # cell would silently be searched
+    with pytest.raises(UsageError, match=r"bad.toml: 'cell' outside the \[space\] table would be ignored"):
+        SearchSpace.from_toml(path)
+    path.write_bytes('# réglage\ncell = "gru"\n'.encode())  # UTF-8 whatever the locale
+    assert SearchSpace.from_toml(path).cell == "gru"
 
 
 @pytest.mark.parametrize(
@@ -123,24 +131,46 @@ def test_grid_covers_choices_and_range_points() -> None:
         optimizer="adam",
         dropout=0.0,
         weight_decay=0.0,
-    ).grid(task="classification")
-    assert grid["hidden_size"] == [8, 16, 32]
-    assert grid["lr"] == pytest.approx([1e-3, 1e-2, 1e-1])
-    assert grid["cell"] == ["lstm", "gru", "rnn"]
-    assert "window" not in grid
+    ).gridded(task="classification")
+    assert grid.hidden_size == Choice([8, 16, 32])
+    assert list(grid.lr.options) == pytest.approx([1e-3, 1e-2, 1e-1])  # type: ignore[union-attr]
+    assert grid.cell == Choice(["lstm", "gru", "rnn"])
+    assert grid.window == Choice([8, 23, 64])  # a forecasting study would walk these
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_grid_counts_conditional_parameters_only_where_they_apply() -> None:
+    defaults = {name: getattr(Hyperparams(), name) for name in SearchSpace.param_names()}
+    fixed = SearchSpace(**{name: value for name, value in defaults.items() if value is not None})
+    space = fixed.replace(
+        cell=Choice(["lstm", "gru"]),
+        forget_bias=Choice([0.0, 1.0]),
+        optimizer=Choice(["adam", "sgd"]),
+        momentum=FloatRange(0.5, 0.9),
+        beta1=Choice([0.8, 0.9]),
+        window=IntRange(8, 64, log=True),
+    )
+    grid = space.gridded(task="classification")
+    # lstm: 2 forget biases x (adam: 2 beta1 + sgd: 3 momenta); gru: 1 x (2 + 3)
+    assert grid.grid_size(task="classification") == 2 * 5 + 5
+    assert grid.grid_size(task="forecasting") == 15 * len(grid.window.options)  # type: ignore[union-attr]
+    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+    study.optimize(lambda t: (grid.suggest(t, task="classification"), 0.0)[1], n_trials=40)  # type: ignore[arg-type]
+    configs = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(configs) == len(set(configs)) == 15  # each once, then the sampler stops the study
 
 
 def test_grid_too_large_is_a_clear_error() -> None:
     with pytest.raises(UsageError, match=r"the grid over this space has [\d,]+ points"):
-        SearchSpace().grid(task="classification")
+        SearchSpace().gridded(task="classification")
 
 
 def test_grid_points_of_a_stepped_range_are_on_its_steps() -> None:
     space = SearchSpace(batch_size=IntRange(32, 250, step=32), hidden_size=IntRange(16, 128, step=16))
-    grid = space.replace(cell="gru", optimizer="adam", input_init="normal").grid(task="classification")
-    assert grid["batch_size"] == [32, 128, 224]  # 250 is not on a step: Optuna's top value is 224
-    assert grid["hidden_size"] == [16, 80, 128]
-    assert grid["dropout"] == [0.0, 0.25, 0.5]
+    grid = space.replace(cell="gru", optimizer="adam", input_init="normal").gridded(task="classification")
+    assert grid.batch_size == Choice([32, 128, 224])  # 250 is not on a step: Optuna's top value is 224
+    assert grid.hidden_size == Choice([16, 80, 128])
+    assert grid.dropout == Choice([0.0, 0.25, 0.5])
 
 
 def test_whole_number_floats_of_integer_parameters_become_ints(tmp_path: Path) -> None:
@@ -165,3 +195,14 @@ def test_a_window_choice_is_narrowed_to_what_the_series_serves() -> None:
     assert fit_space(SearchSpace(window=Choice([8, 32, 64])), series).window == Choice([8, 32])
     with pytest.raises(UsageError, match="s: 100 rows are too few for window 64"):
         fit_space(SearchSpace(window=Choice([64, 128])), series)
+
+
+def test_an_objective_used_directly_draws_only_windows_the_series_serves() -> None:
+    series = ForecastSeries(name="s", values=np.sin(np.arange(100.0) / 5))  # windows up to 54
+    space = SearchSpace.from_dict(tomllib.loads(TINY_SPACE)).replace(window=IntRange(4, 128))
+    objective = Objective(series, space=space, max_epochs=1, patience=None, device="cpu", seed=0)
+    assert objective.space.window == IntRange(4, 54)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=6)  # a longer window would stop the study with UsageError
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert max(t.params["window"] for t in study.trials) > 12

@@ -151,6 +151,28 @@ def test_divergence_guard_on_exploding_gradient_norm(digits: SequenceData) -> No
         )
 
 
+def test_weights_gone_non_finite_in_an_epochs_last_step_are_neither_best_nor_complete(
+    digits: SequenceData,
+) -> None:
+    # One full batch per epoch: the step that breaks the weights comes after the (finite) training
+    # loss, and NaN logits still score an accuracy (argmax picks class 0). No clipping to see it.
+    hp = Hyperparams(cell="gru", hidden_size=4, batch_size=4096, optimizer="sgd", lr=0.1, grad_clip=None)
+
+    def broken_model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+        model.head.weight.register_hook(lambda grad: torch.full_like(grad, math.inf))
+        return model
+
+    with pytest.raises(Diverged, match="diverged at epoch 1: validation loss is nan"):
+        Trainer(max_epochs=1, seed=0, device="cpu", callbacks=[DivergenceGuard()]).fit(
+            broken_model(), digits, hp
+        )
+    result = Trainer(max_epochs=2, seed=0, device="cpu").fit(broken_model(), digits, hp)  # no guard
+    assert math.isnan(result.history[0]["val_loss"]) and 0 < result.history[0]["val_metric"] < 1
+    assert result.best_epoch == 0 and math.isnan(result.best_value)
+
+
 class _ScaledCpuTrainer(Trainer):
     """The CUDA mixed-precision path's gradient scaling, run on the CPU (autocast itself stays off)."""
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import torch
 from optuna.trial import TrialState
 
 from optuna_rnn import Hyperparams, SequenceData, Trainer, build_model, load_model_file
+from optuna_rnn import data as data_module
 from optuna_rnn.artifacts import model_from_payload
 from optuna_rnn.data import ForecastSeries, Split
 from optuna_rnn.errors import UsageError
@@ -42,6 +45,53 @@ def test_csv_rows_are_ordered_by_the_time_column_and_the_split_is_chronological(
     changed = [*rows[:106], *(replace_cell([r], 0, 1, "1000")[0] for r in rows[106:])]
     late = read_csv(write_csv(tmp_path / "late.csv", changed), target="x")
     assert torch.equal(late.windowed(8).train.X, series.windowed(8).train.X)
+
+
+def test_a_series_keeps_only_its_recently_used_window_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    series = ForecastSeries(name="s", values=np.random.default_rng(0).normal(size=(400, 3)))
+    sizes = {w: data_module._nbytes(series.windowed(w)) for w in (8, 40)}
+    monkeypatch.setattr(data_module, "WINDOW_CACHE_BYTES", 3 * sizes[40])
+    for window in range(8, 41):  # a long study draws many lengths; each copies the series
+        series.windowed(window)
+    assert sum(map(data_module._nbytes, series._cache.values())) <= 3 * sizes[40]
+    assert list(series._cache)[-1] == 40 and 8 not in series._cache
+    assert series.windowed(40) is series.windowed(40)  # the recent one is reused, not rebuilt
+    monkeypatch.setattr(data_module, "WINDOW_CACHE_BYTES", 0)
+    assert series.windowed(8) is series.windowed(8)  # the one in use is always kept
+
+
+def _times_csv(path: Path, times: list[str]) -> Path:
+    path.write_text("date,x\n" + "".join(f"{t},{i}\n" for i, t in enumerate(times)))
+    return path
+
+
+def test_csv_dates_in_local_time_iso_mixes_and_day_first_order_correctly(tmp_path: Path) -> None:
+    # Local hourly times across the spring clock change carry two UTC offsets.
+    local = pd.date_range("2024-03-30", periods=48, freq="h", tz="Europe/Berlin")
+    order = np.random.default_rng(0).permutation(48)
+    series = read_csv(_times_csv(tmp_path / "dst.csv", [local[i].isoformat() for i in order]))
+    assert series.values[:, 0].tolist() == np.argsort(order).tolist()
+    # ISO dates with and without a time of day (midnight written as the bare date).
+    hours = pd.date_range("2024-01-01", periods=30, freq="h")
+    iso = [str(t.date()) if t.hour == 0 else t.strftime("%Y-%m-%d %H:%M") for t in hours[::-1]]
+    assert read_csv(_times_csv(tmp_path / "iso.csv", iso)).values[:, 0].tolist() == list(range(29, -1, -1))
+    # Day first, told apart by a day above 12.
+    days = pd.date_range("2024-01-01", periods=40, freq="D")
+    dmy = [t.strftime("%d/%m/%Y") for t in days[::-1]]
+    assert read_csv(_times_csv(tmp_path / "dmy.csv", dmy)).values[:, 0].tolist() == list(range(39, -1, -1))
+
+
+def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: Path) -> None:
+    days = [f"{d:02d}/{m:02d}/2024" for m in range(1, 13) for d in (1, 6, 11)]
+    with pytest.raises(
+        UsageError, match=r"reads both as month/day and as day/month \(line 2: '01/01/2024'\)"
+    ):
+        read_csv(_times_csv(tmp_path / "ambiguous.csv", days))
+    with pytest.raises(UsageError, match=r"time column 'date' repeats '2' \(lines 3 and 5\)"):
+        read_csv(_times_csv(tmp_path / "repeat.csv", ["1", "2", "3", "2", *map(str, range(4, 40))]))
+    (tmp_path / "extra.csv").write_text("a,b\n" + "".join(f"{i},{i * 2},{i * 3}\n" for i in range(40)))
+    with pytest.raises(UsageError, match="the data rows have more fields than the header names"):
+        read_csv(tmp_path / "extra.csv")
 
 
 def test_every_class_keeps_a_training_sequence_when_the_split_cannot_be_stratified() -> None:
@@ -277,6 +327,20 @@ def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refus
         assert out.returncode == 0, out.stderr
         assert out.stderr.startswith("optuna-rnn: warning: no test metric: ") and "series.csv" in out.stderr
     assert json.loads(run_cli("best", "--study", "series").stdout)["test_metric"] is None
+    # The file is back with other rows: its test split would not be the one the study set aside.
+    write_csv(tmp_path / "series.csv", series_rows(170))
+    out = run_cli("best", "--study", "series")
+    assert out.returncode == 0, out.stderr
+    assert "warning: no test metric: study 'series' was created on other data (rows 150," in out.stderr
+    assert json.loads(out.stdout)["test_metric"] is None
+    # Neither the data nor the models here: the parameters still come from the study alone.
+    (tmp_path / "series.csv").unlink()
+    shutil.rmtree(tmp_path / "optuna-rnn-artifacts")
+    out = run_cli("best", "--study", "series")
+    assert out.returncode == 0, out.stderr
+    assert "has no saved model" in out.stderr or "is missing from the artifact store" in out.stderr
+    best = json.loads(out.stdout)
+    assert best["hyperparams"]["window"] == best["params"].get("window", 4) and best["test_metric"] is None
 
 
 def test_naming_the_default_target_or_leaving_it_out_resumes_the_same_study(

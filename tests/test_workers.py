@@ -8,6 +8,7 @@ trial is retried within seconds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,7 +22,10 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_rnn import study as study_module
 from optuna_rnn.callbacks import load_checkpoint
+from optuna_rnn.config import DatasetSpec
+from optuna_rnn.errors import UsageError
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
     INTERRUPTED,
@@ -486,3 +490,19 @@ def test_a_study_left_bare_by_a_stop_during_its_creation_is_adopted(run_cli, tmp
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert count(trials_of(url, "bare"), *FINISHED) == 2
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["maximize", "minimize"]])
+def test_a_bare_study_that_optuna_rnn_would_not_have_made_is_not_adopted(
+    tmp_path, monkeypatch, directions: list[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
+    optuna.create_study(study_name="bare", storage=url, directions=directions)  # digits maximises
+    monkeypatch.setattr(
+        study_module, "settled_config", functools.partial(study_module.settled_config, wait=0.1)
+    )
+    with pytest.raises(UsageError, match="study 'bare' exists but was not created by optuna-rnn"):
+        study_module.open_session(
+            "bare", storage=url, given={"dataset": DatasetSpec(name="digits")}, create=True
+        )
+    assert optuna.load_study(study_name="bare", storage=url).user_attrs == {}
