@@ -9,6 +9,7 @@ that asks for something different is refused (:func:`merge_config`).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,12 +84,39 @@ def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -
     current = base.to_dict()
     for name, value in given.items():
         wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
-        if wanted != current[name] and not (name == "dataset" and _same_target(value, base.dataset)):
+        if wanted != current[name] and not _same_anyway(name, value, base):
+            was, asked = _difference(name, current[name], wanted)
             raise ConfigMismatchError(
-                f"study was created with {name}={_short(current[name])}, this run asks for "
-                f"{_short(wanted)}; use the recorded value, drop the option, or choose a new --study"
+                f"study was created with {was}, this run asks for {asked}; "
+                "use the recorded value, drop the option, or choose a new --study"
             )
     return base
+
+
+def _same_anyway(name: str, value: Any, base: StudyConfig) -> bool:
+    """Whether ``value`` asks for what ``base`` recorded in other words: the same folder or file
+    reached through a symbolic link, or a file's default target named explicitly."""
+    if name == "artifacts":
+        return base.artifacts is not None and os.path.realpath(value) == os.path.realpath(base.artifacts)
+    if name != "dataset":
+        return False
+    recorded = base.dataset
+    if value.path is not None and recorded.path is not None:
+        if os.path.realpath(value.path) != os.path.realpath(recorded.path):
+            return False
+        value = dataclasses.replace(value, path=recorded.path)
+    return value == recorded or _same_target(value, recorded)
+
+
+def _difference(name: str, was: Any, asked: Any) -> tuple[str, str]:
+    """``name=was`` and ``name=asked``, narrowed to the entries that differ when both are tables."""
+    if isinstance(was, dict) and isinstance(asked, dict):
+        keys = [k for k in dict.fromkeys([*was, *asked]) if was.get(k) != asked.get(k)]
+        return (
+            ", ".join(f"{name}.{k}={_short(was.get(k))}" for k in keys),
+            ", ".join(f"{name}.{k}={_short(asked.get(k))}" for k in keys),
+        )
+    return f"{name}={_short(was)}", _short(asked)
 
 
 def _same_target(given: DatasetSpec, recorded: DatasetSpec) -> bool:
