@@ -34,6 +34,7 @@ from optuna_rnn import shutdown
 from optuna_rnn.artifacts import artifact_store, download_model_payload, model_from_payload, ranked_complete
 from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, fit_space
+from optuna_rnn.datasets import DatasetSpec
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
@@ -515,6 +516,7 @@ def open_session(
     its data are loaded only if asked for, so they work where the data file is not.
     """
     url = storage_url(storage)
+    _refuse_bad_options(given or {})
     backend = open_storage(
         url,
         must_exist=not create,
@@ -588,6 +590,16 @@ def open_session(
             reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
             study.sampler = make_sampler(reseeded, dataset=dataset)
     return StudySession(study, config, url, dataset=dataset)
+
+
+def _refuse_bad_options(given: dict[str, Any]) -> None:
+    """Refuse bad options and a missing data file before a storage (a new SQLite file) is made."""
+    if not given:
+        return
+    StudyConfig(**{"dataset": DatasetSpec(name="digits"), **given})  # checks each option given
+    spec = given.get("dataset")
+    if isinstance(spec, DatasetSpec) and spec.path is not None and not Path(spec.path).is_file():
+        spec.load()  # raises the reader's own message: file not found, not a file
 
 
 def resumed_seed(seed: int, n_trials: int) -> int:

@@ -324,6 +324,13 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Traceback" not in out.stderr and "secret" not in out.stderr
     assert snapshot(load(tmp_path, "digits")) == before
+    # Refused before a storage is opened: no stray database is left for the dashboard to list.
+    for args in (("--dataset", "digits", "--max-epochs", "0"), ("--data", "typo.csv")):
+        out = run_cli("run", *args, "--storage", "sqlite:///fresh.db")
+        assert out.returncode == 2 and (
+            "--max-epochs must be >= 1" in out.stderr or "not found" in out.stderr
+        )
+        assert not (tmp_path / "fresh.db").exists(), out.stderr
 
 
 def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
