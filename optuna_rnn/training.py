@@ -271,7 +271,8 @@ class Trainer:
     ``max_epochs`` bounds the run; ``seed`` fixes shuffling (and, when the
     caller seeds before building the model, the whole trial); ``device`` is
     ``auto``, ``cpu`` or ``cuda``; ``mixed_precision`` uses autocast on CUDA
-    (bfloat16 where the GPU has it natively, else float16) with gradient scaling.
+    (bfloat16 where the GPU has it natively, else float16) with gradient scaling for
+    training; validation and test always run in full precision.
     """
 
     def __init__(
@@ -436,11 +437,15 @@ class Trainer:
     def _evaluate(
         self, model: nn.Module, split: Split, loss_fn: nn.Module, task: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss and summed metric (correct count, or squared error) over ``split``."""
+        """Summed loss and summed metric (correct count, or squared error) over ``split``.
+
+        In full precision even where training runs mixed: this value selects and prunes trials,
+        and bf16's 8-bit mantissa would add noise of about 0.4% to every forecast.
+        """
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
         metric_sum = torch.zeros((), device=self.device)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             for xb, yb, lb in iterate_batches(split, self.eval_batch_size, generator=None):
                 out = model(xb, lb).float()
                 loss_sum += loss_fn(out, yb) * yb.shape[0]

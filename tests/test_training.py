@@ -211,6 +211,22 @@ def test_an_overflow_that_the_gradient_scaler_skips_is_not_a_divergence(digits: 
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
 
 
+def test_validation_scores_in_full_precision_where_training_runs_mixed(digits: SequenceData) -> None:
+    class _BFloat16CpuTrainer(Trainer):  # mixed precision as on a GPU, here on the CPU
+        def _autocast(self) -> contextlib.AbstractContextManager[object]:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    hp = Hyperparams(cell="gru", hidden_size=8, batch_size=256)
+    torch.manual_seed(0)
+    model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
+    result = _BFloat16CpuTrainer(max_epochs=2, seed=0, device="cpu").fit(model, digits, hp)
+    # the value that selects and prunes trials is the one the test metric's fp32 evaluation gives
+    assert result.best_value == Trainer(device="cpu").evaluate(model, digits, "valid")
+    loss = torch.nn.CrossEntropyLoss()
+    full = Trainer(device="cpu")._evaluate(model, digits.valid, loss, "classification")[0]
+    assert _BFloat16CpuTrainer(device="cpu")._evaluate(model, digits.valid, loss, "classification")[0] == full
+
+
 def test_early_stopping(digits: SequenceData) -> None:
     hp = Hyperparams(cell="gru", hidden_size=4, lr=1e-12, batch_size=256)  # learns nothing
     model = build_model(hp, input_size=digits.input_size, output_size=digits.output_size)
