@@ -39,6 +39,7 @@ import os
 import re
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 WORKER_ATTR = "worker"
 WORKER_ID_ATTR = "worker_id"
 STALE_CLAIM_SECONDS = 60
+#: A running trial whose worker never recorded itself this long after it started is orphaned.
+OWNERLESS_STALE_SECONDS = 600
 
 
 def heartbeat_settings() -> tuple[int | None, int | None]:
@@ -202,7 +205,10 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
     a killed worker's trial would otherwise stay RUNNING for ever, counting towards
     ``--n-trials`` so that every later run stops one trial short. Its ``worker_id`` attr
     says which process ran it (:mod:`optuna_rnn.liveness`); when that process is known to
-    be gone, the trial is failed and retried once, as the heartbeat would do. Workers
+    be gone, the trial is failed and retried once, as the heartbeat would do. A trial whose
+    worker was killed before it recorded itself (while the sampler chose its parameters, a
+    window the heartbeat does not cover either) is orphaned once it is
+    ``OWNERLESS_STALE_SECONDS`` old, whichever machine ran it. Workers
     starting together claim each trial with the same marker files as
     :func:`requeue_interrupted`. Returns the numbers of the trials queued again.
     """
@@ -215,13 +221,14 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
         owner = trial.user_attrs.get(WORKER_ID_ATTR)
         retried = trial.system_attrs.get("retry_history") or [None]
         inherited = by_number.get(retried[-1]) if isinstance(retried[-1], int) else None
-        if (
-            not isinstance(owner, str)
-            # a retry carries its dead predecessor's id until its own worker records itself
-            or (inherited is not None and inherited.user_attrs.get(WORKER_ID_ATTR) == owner)
-            or is_gone(owner) is not True
-            or not _claim(Path(directory), trial)
-        ):
+        # a retry carries its dead predecessor's id until its own worker records itself
+        recorded = isinstance(owner, str) and not (
+            inherited is not None and inherited.user_attrs.get(WORKER_ID_ATTR) == owner
+        )
+        # Unrecorded, the worker died while the sampler chose its parameters (or is still at
+        # it, a matter of seconds): by its age the trial is known to be orphaned on any machine.
+        orphaned = is_gone(str(owner)) is True if recorded else _older_than(trial, OWNERLESS_STALE_SECONDS)
+        if not orphaned or not _claim(Path(directory), trial):
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL)
@@ -266,6 +273,12 @@ def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> No
             needed.add(key)
     for key in used - needed:
         remove_checkpoint(Path(directory) / f"{key}.pt")
+
+
+def _older_than(trial: FrozenTrial, seconds: float) -> bool:
+    """Whether ``trial`` started more than ``seconds`` ago (Optuna records local time)."""
+    started = trial.datetime_start
+    return started is not None and (datetime.now() - started).total_seconds() > seconds
 
 
 def _retried(trials: list[FrozenTrial]) -> set[int]:

@@ -10,6 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from optuna_rnn import recovery
 from optuna_rnn.errors import UsageError
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
@@ -22,6 +23,7 @@ from optuna_rnn.recovery import (
     heartbeat_settings,
     mark_interrupted,
     requeue_interrupted,
+    requeue_orphaned,
 )
 from optuna_rnn.study import (
     default_artifacts_dir,
@@ -171,6 +173,19 @@ def test_a_claim_left_by_a_process_killed_before_queueing_is_taken_over(tmp_path
     assert study.trials[-1].system_attrs["failed_trial"] == 0
     assert requeue_interrupted(study, tmp_path) == []
     assert [p.name for p in tmp_path.iterdir()] == [marker.name]  # a fresh claim, nothing stale left
+
+
+def test_a_trial_whose_worker_died_before_recording_itself_is_retried_once_it_is_old(
+    tmp_path, monkeypatch
+) -> None:
+    study = optuna.create_study()
+    study.ask({"x": FloatDistribution(0, 1)})  # RUNNING with no worker recorded: killed while sampling
+    assert requeue_orphaned(study, tmp_path) == []  # young: its worker may still be sampling
+    monkeypatch.setattr(recovery, "OWNERLESS_STALE_SECONDS", -1.0)
+    assert requeue_orphaned(study, tmp_path) == [0]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params
+    assert requeue_orphaned(study, tmp_path) == []
 
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
