@@ -204,11 +204,16 @@ def read_npz(path: Path) -> SequenceData:
             for key in npz.files:
                 try:
                     arrays[key] = npz[key]
-                except ValueError:
-                    raise UsageError(
-                        f"{path}: array {key!r} holds Python objects; save labels as strings "
-                        f"(np.asarray(y, dtype=str)) or integers"
-                    ) from None
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):  # a damaged member, not an object array
+                        raise UsageError(f"{path}: array {key!r} cannot be read ({exc})") from None
+                    advice = (
+                        "save labels as strings (np.asarray(y, dtype=str)) or integers"
+                        if key.startswith("y")
+                        else f"save it as numbers (np.asarray({key}, dtype=np.float32)); pad ragged "
+                        "sequences and give their lengths"
+                    )
+                    raise UsageError(f"{path}: array {key!r} holds Python objects; {advice}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{path}: not a readable NPZ file ({reason})") from None

@@ -162,6 +162,17 @@ def test_integer_labels_keep_numeric_order_and_test_arrays_are_the_test_split(tm
     assert torch.equal(data.test.lengths, torch.from_numpy(test["lengths"]))
 
 
+def test_npz_arrays_of_python_objects_get_advice_for_what_they_hold(tmp_path: Path) -> None:
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [np.zeros((3, 2)), np.zeros((5, 2))]
+    np.savez(tmp_path / "ragged.npz", X=ragged, y=np.array([0, 1]))
+    with pytest.raises(UsageError, match=r"array 'X' holds Python objects; save it as numbers .* pad ragged"):
+        read_npz(tmp_path / "ragged.npz")
+    np.savez(tmp_path / "labels.npz", X=np.zeros((2, 3, 2)), y=np.array(["a", None], dtype=object))
+    with pytest.raises(UsageError, match=r"array 'y' holds Python objects; save labels as strings"):
+        read_npz(tmp_path / "labels.npz")
+
+
 def test_npz_given_to_csv_options_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "seqs.npz"
     np.savez(path, **sequences(30))
