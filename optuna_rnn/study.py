@@ -172,7 +172,7 @@ def open_storage(
             return JournalStorage(JournalFileBackend(url))
         if "://" not in url:
             raise UsageError(
-                f"storage {masked!r} is neither a database URL nor a journal file (.log/.journal)"
+                f"storage {masked!r} is neither a database URL nor a journal file (.log, .journal or .jsonl)"
             )
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if file is not None:

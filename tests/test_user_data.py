@@ -363,7 +363,7 @@ def test_naming_the_default_target_or_leaving_it_out_resumes_the_same_study(
     out = run_cli(*base, "--target", "y", "--n-trials", "2")
     assert out.returncode == 0, out.stderr
     out = run_cli(*base, "--target", "x", "--n-trials", "3")
-    assert out.returncode == 2 and "'target': 'x'" in out.stderr
+    assert out.returncode == 2 and "this run asks for dataset.target='x'" in out.stderr
     assert len(_study(tmp_path, "series").trials) == 2
     # and the other way round: a study that named its target, resumed without naming it
     assert run_cli(*base, "--study", "named", "--target", "y", "--n-trials", "1").returncode == 0
