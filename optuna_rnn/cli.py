@@ -436,12 +436,21 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-rnn`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from optuna_rnn import shutdown
-
-    shutdown.install()
     import optuna
 
+    from optuna_rnn import shutdown
+
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with shutdown.installed():
+            return _run_command(args)
+    finally:  # as it was, for a caller in the same process (a notebook, a test)
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; errors become a message on stderr and an exit code."""
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit

@@ -35,12 +35,22 @@ class _State:
 _state = _State()
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (call from the main thread)."""
+@contextmanager
+def installed() -> Iterator[None]:
+    """Handle SIGINT and SIGTERM in this process within the block (enter from the main thread).
+
+    The previous handlers come back afterwards, and a stop asked for inside is forgotten:
+    a notebook that ran a command goes on as before.
+    """
     _state.requested = False
     _state.deferring = False
-    for signum in SIGNALS:
-        signal.signal(signum, _handle)
+    previous = {signum: signal.signal(signum, _handle) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _state.requested = False
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
@@ -52,7 +62,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 def stop_requested() -> bool:
-    """Whether SIGINT or SIGTERM arrived since :func:`install`."""
+    """Whether SIGINT or SIGTERM arrived since :func:`installed` was entered."""
     return _state.requested
 
 

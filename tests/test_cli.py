@@ -333,6 +333,20 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         assert not (tmp_path / "fresh.db").exists(), out.stderr
 
 
+def test_a_command_run_in_process_leaves_signals_and_logging_as_they_were(capsys) -> None:
+    from optuna_rnn.cli import main
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        assert main(["datasets"]) == 0
+        assert "digits" in capsys.readouterr().out
+        assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # Ctrl-C works again
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     script = str(Path(__file__).parent.parent / "studies" / "sunspots.py")
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=cli_env())
