@@ -26,7 +26,7 @@ from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.objective import Objective
 from optuna_rnn.snapshot import PruningSnapshot
 from optuna_rnn.space import Choice, FloatRange, Hyperparams, IntRange, SearchSpace
-from optuna_rnn.training import Callback, FitResult, Trainer, TrainState
+from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
 
 __all__ = [
     "DATASETS",
@@ -34,7 +34,6 @@ __all__ = [
     "Checkpoint",
     "Choice",
     "ConfigMismatchError",
-    "MissingModelError",
     "DatasetSpec",
     "Diverged",
     "DivergenceGuard",
@@ -45,6 +44,7 @@ __all__ = [
     "Hyperparams",
     "IntRange",
     "KeepTopModels",
+    "MissingModelError",
     "Objective",
     "OriginalUnits",
     "PruningCallback",
@@ -62,4 +62,5 @@ __all__ = [
     "load_checkpoint",
     "load_dataset",
     "load_model_file",
+    "metric_for",
 ]

@@ -38,6 +38,7 @@ import torch
 from optuna_rnn.artifacts import model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.data import Dataset, fit_space
+from optuna_rnn.errors import UsageError
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
 from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
@@ -89,6 +90,12 @@ class Objective:
         return self.metric.direction
 
     def __call__(self, trial: optuna.Trial) -> float:
+        directions = [d.name.lower() for d in trial.study.directions]
+        if directions != [self.direction]:  # else the study would keep the worst model as its best
+            raise UsageError(
+                f"this objective's {self.metric.name} is to {self.direction}: create the study with "
+                f"direction={self.direction!r} (Objective.direction), not {', '.join(directions)}"
+            )
         try:
             return self._run(trial)
         except BaseException as exc:

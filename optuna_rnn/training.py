@@ -312,6 +312,11 @@ class Trainer:
         :class:`~optuna_rnn.callbacks.Checkpoint` file): training restores it
         and continues after its epoch instead of starting at epoch 1.
         """
+        if not isinstance(data, SequenceData):
+            raise TypeError(
+                f"fit takes SequenceData, got {type(data).__name__}; cut a forecasting series into "
+                "samples first: data.windowed(hp.window), with hp from space.suggest(trial, task=data.task)"
+            )
         model.to(self.device)
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)

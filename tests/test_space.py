@@ -7,7 +7,18 @@ import optuna
 import pytest
 import tomllib
 
-from optuna_rnn import Choice, FloatRange, Hyperparams, IntRange, Objective, SearchSpace, UsageError
+from optuna_rnn import (
+    Choice,
+    FloatRange,
+    Hyperparams,
+    IntRange,
+    Objective,
+    SearchSpace,
+    Trainer,
+    UsageError,
+    build_model,
+    load_dataset,
+)
 from optuna_rnn.data import ForecastSeries, fit_space
 from tests.conftest import TINY_SPACE
 
@@ -195,6 +206,30 @@ def test_a_window_choice_is_narrowed_to_what_the_series_serves() -> None:
     assert fit_space(SearchSpace(window=Choice([8, 32, 64])), series).window == Choice([8, 32])
     with pytest.raises(UsageError, match="s: 100 rows are too few for window 64"):
         fit_space(SearchSpace(window=Choice([64, 128])), series)
+
+
+def test_an_objective_refuses_a_study_that_would_keep_its_worst_model() -> None:
+    digits = load_dataset("digits")
+    objective = Objective(digits, space=SearchSpace(cell="gru", hidden_size=4), max_epochs=1, device="cpu")
+    study = optuna.create_study()  # minimises by default; accuracy is to be maximised
+    with pytest.raises(
+        UsageError, match=r"accuracy is to maximize: create the study with direction='maximize'"
+    ):
+        study.optimize(objective, n_trials=1)
+    assert (
+        study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs
+    )
+
+
+def test_the_trainer_says_how_to_train_on_a_forecasting_series() -> None:
+    series = load_dataset("sunspots")
+    hp = SearchSpace(cell="gru", hidden_size=4).suggest(optuna.create_study().ask(), task=series.task)
+    model = build_model(hp, input_size=series.input_size, output_size=1, task=series.task)
+    with pytest.raises(
+        TypeError, match=r"cut a forecasting series into samples first: data.windowed\(hp.window\)"
+    ):
+        Trainer(max_epochs=1, device="cpu").fit(model, series, hp)  # type: ignore[arg-type]
+    assert Trainer(max_epochs=1, device="cpu").fit(model, series.windowed(hp.window), hp).epochs == 1
 
 
 def test_an_objective_used_directly_draws_only_windows_the_series_serves() -> None:

@@ -1,0 +1,43 @@
+"""The README's code runs as written (with fewer epochs and trials)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _library_recipe() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```python", text.index("## As a library")) + len("```python")
+    return text[start : text.index("```", start)]
+
+
+@pytest.mark.parametrize("dataset", ["digits", "sunspots"])
+def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(dataset: str) -> None:
+    code = _library_recipe()
+    for old, new in (
+        ("max_epochs=20", "max_epochs=1"),
+        ("n_trials=20", "n_trials=2"),
+        ('load_dataset("digits")', f'load_dataset("{dataset}")'),
+    ):
+        assert old in code, old
+        code = code.replace(old, new)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    namespace: dict[str, object] = {}
+    studies: list[optuna.Study] = []
+    original = optuna.create_study
+
+    def keep(*args: object, **kwargs: object) -> optuna.Study:
+        studies.append(original(*args, **kwargs))  # type: ignore[arg-type]
+        return studies[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(optuna, "create_study", keep)
+        exec(compile(code, str(README), "exec"), namespace)
+    (study,) = studies
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.direction.name.lower() == ("maximize" if dataset == "digits" else "minimize")
