@@ -484,6 +484,11 @@ def _check_classification(
 
 def _encode_labels(y: np.ndarray, name: str, array: str) -> tuple[tuple[str, ...], np.ndarray]:
     """Class names (sorted; numeric order for integer labels) and each label's class index."""
+    if y.dtype == object:  # pandas strings and categoricals arrive as Python objects
+        if all(isinstance(v, str) for v in y):
+            y = y.astype(str)
+        elif all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in y):
+            y = y.astype(np.int64)
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise UsageError(f"{name}: {array} holds non-integer numbers; labels must be integers or strings")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
+import numpy as np
 import optuna
 import tomllib
 
@@ -65,6 +66,9 @@ class IntRange:
     log: bool = False
     step: int = 1
 
+    def __post_init__(self) -> None:
+        _plain_fields(self)
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -74,6 +78,9 @@ class FloatRange:
     high: float
     log: bool = False
 
+    def __post_init__(self) -> None:
+        _plain_fields(self)
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -82,7 +89,17 @@ class Choice:
     options: tuple[Scalar, ...]
 
     def __init__(self, options: Sequence[Scalar]) -> None:
-        object.__setattr__(self, "options", tuple(options))
+        object.__setattr__(self, "options", tuple(_plain(o) for o in options))
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (``np.int64(16)``, ``np.True_``) as the Python value it holds."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain_fields(spec: Any) -> None:
+    for f in dataclasses.fields(spec):
+        object.__setattr__(spec, f.name, _plain(getattr(spec, f.name)))
 
 
 Spec: TypeAlias = IntRange | FloatRange | Choice | bool | int | float | str | None
@@ -115,6 +132,15 @@ class Hyperparams:
     batch_size: int = 64
     window: int | None = None
     grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _plain(getattr(self, f.name))
+            if not (f.name == "window" and value is None):  # None: not a forecasting model
+                _check_value(f.name, value)
+            if f.name in _INT_PARAMS and isinstance(value, float):
+                value = int(value)
+            object.__setattr__(self, f.name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, suitable for JSON and for ``Hyperparams(**d)``."""
@@ -184,6 +210,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         for f in self._param_fields():
+            object.__setattr__(self, f.name, _plain(getattr(self, f.name)))
             _check_spec(f.name, getattr(self, f.name))
             if f.name in _INT_PARAMS:  # 64.0 from a file is the whole number 64 that PyTorch needs
                 object.__setattr__(self, f.name, _whole(getattr(self, f.name)))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,30 @@ def test_a_window_choice_is_narrowed_to_what_the_series_serves() -> None:
     assert fit_space(SearchSpace(window=Choice([8, 32, 64])), series).window == Choice([8, 32])
     with pytest.raises(UsageError, match="s: 100 rows are too few for window 64"):
         fit_space(SearchSpace(window=Choice([64, 128])), series)
+
+
+def test_numpy_values_are_taken_as_the_python_values_they_hold() -> None:
+    space = SearchSpace(
+        hidden_size=Choice(np.array([16, 32])),
+        num_layers=np.int64(1),  # type: ignore[arg-type]
+        batch_size=IntRange(np.int64(32), np.int64(64)),  # type: ignore[arg-type]
+        bidirectional=Choice([np.False_, np.True_]),  # type: ignore[list-item]
+        lr=FloatRange(np.float32(1e-3), np.float64(1e-2)),  # type: ignore[arg-type]
+    )
+    assert json.loads(json.dumps(space.to_dict()))["hidden_size"] == [16, 32]
+    assert type(space.num_layers) is int and space.bidirectional == Choice([False, True])
+    hp = Hyperparams(hidden_size=np.int64(8), dropout=np.float32(0.25))  # type: ignore[arg-type]
+    assert type(hp.hidden_size) is int and json.dumps(hp.to_dict())
+
+
+def test_hyperparams_built_by_hand_are_checked_like_a_space() -> None:
+    with pytest.raises(UsageError, match="cell: 'LSTM' is not one of lstm, gru, rnn"):
+        Hyperparams(cell="LSTM")
+    with pytest.raises(UsageError, match=r"batch_size: 0 is outside the allowed \[1,"):
+        Hyperparams(batch_size=0)
+    with pytest.raises(UsageError, match="dropout: expected a number, got '0.1'"):
+        Hyperparams(dropout="0.1")  # type: ignore[arg-type]
+    assert Hyperparams(window=16, grad_clip=None).window == 16
 
 
 def test_an_objective_refuses_a_study_that_would_keep_its_worst_model() -> None:

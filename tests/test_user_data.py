@@ -162,6 +162,20 @@ def test_integer_labels_keep_numeric_order_and_test_arrays_are_the_test_split(tm
     assert torch.equal(data.test.lengths, torch.from_numpy(test["lengths"]))
 
 
+def test_labels_from_pandas_strings_categoricals_and_python_ints_are_taken() -> None:
+    X = np.random.default_rng(0).normal(size=(40, 5, 2))
+    names = ["cat", "dog"] * 20
+    for y in (
+        pd.Series(names).to_numpy(),  # object dtype
+        np.asarray(pd.Categorical(names)),
+        pd.Series(names, dtype="string").to_numpy(),
+    ):
+        assert SequenceData.from_arrays(X, y, name="pets").classes == ("cat", "dog")
+    assert SequenceData.from_arrays(X, np.array([3, 7] * 20, dtype=object), name="ids").classes == ("3", "7")
+    with pytest.raises(UsageError, match="y must hold integer or string labels, got dtype object"):
+        SequenceData.from_arrays(X, np.array(["a", 1] * 20, dtype=object), name="mixed")
+
+
 def test_npz_arrays_of_python_objects_get_advice_for_what_they_hold(tmp_path: Path) -> None:
     ragged = np.empty(2, dtype=object)
     ragged[:] = [np.zeros((3, 2)), np.zeros((5, 2))]
