@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,13 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
             raise MissingModelError(
                 f"the model of trial {trial.number} is missing from the artifact store"
             ) from None
-        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # cut short or overwritten
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MissingModelError(
+                f"the model file of trial {trial.number} is unreadable ({reason})"
+            ) from None
     return payload
 
 

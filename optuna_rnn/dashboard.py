@@ -353,10 +353,12 @@ class StudyDashboard:
         try:
             try:
                 test = self.session.best_test()
-            except MissingModelError:  # the best model's file is missing: show the rest
+            except Exception as exc:  # a missing or damaged model file, data gone: show the rest
+                if not isinstance(exc, MissingModelError):
+                    warnings.warn(f"no test metric on the dashboard: {exc}", stacklevel=2)
                 test = None
             publish(self.session.study, best_test=test)
-        except Exception as exc:  # e.g. an unreadable model file: the trials matter more than the note
+        except Exception as exc:  # the trials matter more than the note
             warnings.warn(
                 f"the dashboard content of study {self.session.study.study_name!r} was not updated: {exc}",
                 stacklevel=2,

@@ -103,7 +103,7 @@ def write_report(
         figure.write_html(path, include_plotlyjs=True, full_html=True)
         written.append(path)
     summary = folder / SUMMARY
-    summary.write_text(summary_markdown(study, written, notes, best_test=best_test))
+    summary.write_text(summary_markdown(study, written, notes, best_test=best_test), encoding="utf-8")
     written.append(summary)
     return written
 

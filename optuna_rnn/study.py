@@ -492,7 +492,9 @@ class StudySession:
             "test_value": value,
             "validation_value": best.value,
         }
-        self.study.set_user_attr(BEST_TEST_ATTR, record)
+        unwritable = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError)
+        with contextlib.suppress(*unwritable):  # a read-only storage: the metric stands, computed next time
+            self.study.set_user_attr(BEST_TEST_ATTR, record)
         return record
 
 

@@ -7,16 +7,20 @@ import json
 import re
 import socket
 import sqlite3
+import subprocess
 import time
 import urllib.error
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from optuna_dashboard import get_note
 
-from optuna_rnn import load_best_model, load_model_file
+from optuna_rnn import MissingModelError, load_best_model, load_model_file
+from optuna_rnn import dashboard as dashboard_module
 from optuna_rnn.artifacts import (
     ARTIFACT_ATTR,
     MODEL_MIMETYPE,
@@ -332,7 +336,9 @@ def test_a_relative_artifacts_dir_from_the_python_api_is_recorded_absolute(
     assert isinstance(load_best_model("rel", storage=storage), torch.nn.Module)
 
 
-def test_a_failed_dashboard_update_is_a_warning_and_the_study_goes_on(tmp_path, tiny_space) -> None:
+def test_a_failed_dashboard_update_is_a_warning_and_the_study_goes_on(
+    tmp_path, tiny_space, monkeypatch
+) -> None:
     from optuna_rnn.dashboard import StudyDashboard
     from optuna_rnn.datasets import DatasetSpec
     from optuna_rnn.space import SearchSpace
@@ -347,5 +353,43 @@ def test_a_failed_dashboard_update_is_a_warning_and_the_study_goes_on(tmp_path, 
     (Path(session.artifacts_dir) / best.user_attrs[ARTIFACT_ATTR]).write_bytes(b"not a model")
     session.study.set_user_attr(BEST_TEST_ATTR, None)  # so that the next publish reads the file
     dashboard = StudyDashboard(session, min_interval=0.0)
-    with pytest.warns(UserWarning, match="dashboard content of study 'bad' was not updated"):
-        dashboard(session.study, best)  # as the study calls it after a trial: it must not raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dashboard(session.study, best)  # a damaged model: everything but the test metric is shown
+    note = get_note(session.study)
+    assert f"**Trial #{best.number}**: validation accuracy" in note and "test accuracy" not in note
+    with pytest.raises(MissingModelError, match=f"the model file of trial {best.number} is unreadable"):
+        session.best_test()
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dashboard_module, "publish", full_disk)
+    with pytest.warns(UserWarning, match="dashboard content of study 'bad' was not updated: .*No space left"):
+        dashboard.update()  # what the study's callback calls after a trial: it must not raise
+
+
+def test_best_and_report_answer_from_a_storage_they_cannot_write(run_cli, tmp_path, tiny_space) -> None:
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+    from optuna_rnn.study import BEST_TEST_ATTR, open_session, run_trials
+
+    journal = tmp_path / "study.log"
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(tiny_space)}
+    session = open_session("ro", storage=str(journal), given={**given, "max_epochs": 1}, create=True)
+    run_trials(session, n_trials=1, progress=False)
+    session.study.set_user_attr(BEST_TEST_ATTR, None)  # not recorded yet: a reader computes it
+    # Immutable even for root (tests run as root, where file modes do not stop a write).
+    if subprocess.run(["chattr", "+i", str(journal)], capture_output=True).returncode != 0:
+        pytest.skip("chattr cannot make the journal read-only on this file system")
+    try:
+        for args in (("best", "--study", "ro"), ("report", "--study", "ro", "--out", "report")):
+            out = run_cli(*args, "--storage", str(journal))
+            assert out.returncode == 0, out.stderr
+        assert (
+            json.loads(run_cli("best", "--study", "ro", "--storage", str(journal)).stdout)["test_metric"] > 0
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(journal)], check=True)
+    stored = optuna.load_study(study_name="ro", storage=open_storage(str(journal), must_exist=True))
+    assert stored.user_attrs.get(BEST_TEST_ATTR) is None  # nothing was written

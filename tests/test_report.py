@@ -37,9 +37,12 @@ def test_report_on_a_running_study(run_cli, tuned_study, tmp_path) -> None:
     running = study.ask()  # a trial still training: one epoch reported, no value yet
     running.report(0.5, 1)
 
-    out = run_cli("report", "--study", tuned_study.name, "--storage", storage, "--out", "report")
+    # In a C locale: the summary's en dashes are written as UTF-8 whatever the locale says.
+    c_locale = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    out = run_cli("report", "--study", tuned_study.name, "--storage", storage, "--out", "report", **c_locale)
     assert out.returncode == 0, out.stderr
     folder = tmp_path / "report"
+    assert "–" in (folder / "summary.md").read_text(encoding="utf-8")
     names = {"history", "importances", "parallel_coordinate", "slice", "intermediate_values"}
     assert {p.name for p in folder.iterdir()} == {f"{n}.html" for n in names} | {"summary.md"}
 
