@@ -242,7 +242,7 @@ def learning_curves_figure(study: optuna.Study, *, top: int = TOP_CURVES) -> go.
             values = curve.get(key) or []
             figure.add_trace(
                 go.Scatter(
-                    x=list(range(1, len(values) + 1)),
+                    x=curve.get("epoch") or list(range(1, len(values) + 1)),  # epochs kept of a long curve
                     y=values,
                     mode="lines",
                     name=name,

@@ -31,6 +31,7 @@ import os
 import random
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 import torch
@@ -47,6 +48,7 @@ from optuna_rnn.space import SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_metric", "seconds")
+MAX_CURVE_POINTS = 1000
 
 
 class Objective:
@@ -192,8 +194,23 @@ class _CurveRecorder(Callback):
     def on_train_end(self, state: TrainState) -> None:
         self.trial.set_user_attr("epochs", state.epoch)
         self.trial.set_user_attr("seconds", round(state.seconds, 3))
-        curve = {key: [_finite(h[key]) for h in state.history] for key in CURVE_KEYS}
-        self.trial.set_user_attr("curve", curve)
+        self.trial.set_user_attr("curve", curve_attr(state.history))
+
+
+def curve_attr(history: list[dict[str, float]]) -> dict[str, list[Any]]:
+    """The ``curve`` user attr: each of ``CURVE_KEYS`` per epoch, at most ``MAX_CURVE_POINTS`` epochs.
+
+    A longer history keeps evenly spaced epochs, the last included, and says which in an
+    ``epoch`` list: a user attr must fit a MySQL TEXT column (64 KB), about 50 bytes an epoch.
+    """
+    stride = math.ceil(len(history) / MAX_CURVE_POINTS) if history else 1
+    kept = history[::stride] if stride > 1 else history
+    if stride > 1 and kept[-1] is not history[-1]:
+        kept = [*kept, history[-1]]
+    curve: dict[str, list[Any]] = {key: [_finite(h[key]) for h in kept] for key in CURVE_KEYS}
+    if stride > 1:
+        curve["epoch"] = [int(h["epoch"]) for h in kept]
+    return curve
 
 
 def _finite(value: float) -> float | None:

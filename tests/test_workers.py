@@ -26,6 +26,7 @@ from optuna_rnn import study as study_module
 from optuna_rnn.callbacks import load_checkpoint
 from optuna_rnn.config import DatasetSpec
 from optuna_rnn.errors import UsageError
+from optuna_rnn.objective import CURVE_KEYS, MAX_CURVE_POINTS, curve_attr
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
     INTERRUPTED,
@@ -506,3 +507,21 @@ def test_a_bare_study_that_optuna_rnn_would_not_have_made_is_not_adopted(
             "bare", storage=url, given={"dataset": DatasetSpec(name="digits")}, create=True
         )
     assert optuna.load_study(study_name="bare", storage=url).user_attrs == {}
+
+
+def test_the_curve_of_a_very_long_trial_fits_a_mysql_user_attr(new_study) -> None:
+    require_service("MySQL", mysql_up)
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_metric": 1 - 1 / e, "seconds": 0.0123456}
+        for e in range(1, 3001)
+    ]
+    curve = curve_attr(history)
+    assert len(curve["val_loss"]) <= MAX_CURVE_POINTS + 1 and curve["epoch"][-1] == 3000
+    assert curve["epoch"][:3] == [1, 4, 7] and curve["val_loss"][1] == round(1.1 / 4, 6)
+    assert curve_attr(history[:50]) == {k: [round(h[k], 6) for h in history[:50]] for k in CURVE_KEYS}
+    name = new_study(MYSQL)
+    study = optuna.create_study(study_name=name, storage=MYSQL)
+    trial = study.ask()
+    trial.set_user_attr("curve", curve)  # a 3000-epoch curve in full would exceed MySQL's TEXT
+    study.tell(trial, 1.0)
+    assert optuna.load_study(study_name=name, storage=MYSQL).trials[0].user_attrs["curve"] == curve
