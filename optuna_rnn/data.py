@@ -267,13 +267,24 @@ class ForecastSeries:
             raise UsageError(f"{self.name}: horizon must be >= 1, got {self.horizon}")
         if self.times and len(self.times) != len(values):
             raise ValueError(f"{self.name}: {len(self.times)} times for {len(values)} rows")
+        if self.columns and len(self.columns) != values.shape[1]:
+            raise ValueError(f"{self.name}: {len(self.columns)} column names for {values.shape[1]} columns")
+        if isinstance(self.target, bool) or not isinstance(self.target, int | np.integer):
+            raise TypeError(f"{self.name}: target is a column index (an int), got {self.target!r}")
         if not -values.shape[1] <= self.target < values.shape[1]:
             raise ValueError(f"{self.name}: target column {self.target} out of range")
+        fractions = (self.valid_fraction, self.test_fraction)
+        if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+            raise ValueError(
+                f"{self.name}: valid_fraction and test_fraction must lie in (0, 1) and leave rows for "
+                f"training, got {self.valid_fraction} and {self.test_fraction}"
+            )
         object.__setattr__(self, "values", values)
-        object.__setattr__(self, "target", self.target % values.shape[1])
-        if self.n_valid < 1 or self.n_test < 1:
+        object.__setattr__(self, "target", int(self.target) % values.shape[1])
+        if self.n_train < 2 or self.n_valid < 1 or self.n_test < 1:
             raise UsageError(
-                f"{self.name}: {len(values)} rows leave an empty validation or test split "
+                f"{self.name}: {len(values)} rows leave too few training rows, or an empty validation "
+                "or test split "
                 f"({self.valid_fraction:.0%} and {self.test_fraction:.0%} of the rows)"
             )
         stats = values[: self.n_train]

@@ -462,6 +462,8 @@ class Trainer:
 
     def evaluate(self, model: nn.Module, data: SequenceData, split: str = "test") -> float:
         """The task's metric (accuracy, or RMSE in original units) of ``model`` on a split."""
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         part = _to_device(getattr(data, split), self.device)
         model.to(self.device)
         loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()

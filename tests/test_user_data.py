@@ -658,3 +658,19 @@ def test_forecast_series_errors_name_the_column() -> None:
     values[17, 1] = np.inf
     with pytest.raises(UsageError, match=r"s: column 'b' holds NaN or infinite values \(row 17\)"):
         ForecastSeries(name="s", values=values, columns=("a", "b"))
+
+
+def test_forecast_series_arguments_that_cannot_make_splits_are_refused() -> None:
+    values = np.random.default_rng(0).normal(size=(100, 2))
+    for fractions in ((0.6, 0.6), (0.5, 0.5), (0.0, 0.2)):  # no training rows, or an empty split
+        with pytest.raises(ValueError, match="valid_fraction and test_fraction must lie in"):
+            ForecastSeries(name="s", values=values, valid_fraction=fractions[0], test_fraction=fractions[1])
+    with pytest.raises(ValueError, match="3 column names for 2 columns"):
+        ForecastSeries(name="s", values=values, columns=("a", "b", "c"))
+    with pytest.raises(TypeError, match="target is a column index"):
+        ForecastSeries(name="s", values=values, columns=("a", "b"), target="b")  # type: ignore[arg-type]
+    assert ForecastSeries(name="s", values=values, target=np.int64(0)).target == 0  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="split must be 'train', 'valid' or 'test', got 'validation'"):
+        Trainer(device="cpu").evaluate(
+            torch.nn.Linear(1, 1), ForecastSeries(name="s", values=values).windowed(8), "validation"
+        )
