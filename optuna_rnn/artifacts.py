@@ -140,15 +140,30 @@ def load_best_model(
 
     ``storage`` defaults as on the command line (``$OPTUNA_RNN_STORAGE``, then
     ``sqlite:///optuna-rnn.db``); ``artifacts`` defaults to the directory the
-    study recorded. Only the weights file is read (``weights_only=True``); the
+    study recorded (for a study you made yourself and ran with an :class:`~optuna_rnn.Objective`,
+    give the folder of its artifact store). Only the weights file is read (``weights_only=True``); the
     dataset is not loaded. A missing study raises :class:`UsageError`, a study
     without a saved best model :class:`~optuna_rnn.errors.MissingModelError` (a :class:`LookupError`).
     """
-    from optuna_rnn.study import default_artifacts_dir, open_storage, recorded_config, storage_url
+    from optuna_rnn.study import (
+        UnconfiguredStudy,
+        default_artifacts_dir,
+        open_storage,
+        recorded_config,
+        storage_url,
+    )
 
     url = storage_url(storage)
     backend = open_storage(url, must_exist=True, for_reading=True)
-    config = recorded_config(backend, study_name)
+    try:
+        config = recorded_config(backend, study_name)
+    except UnconfiguredStudy:  # your own study of an Objective: its models are where you said
+        if artifacts is None:
+            raise UsageError(
+                f"study {study_name!r} was not created by optuna-rnn: give artifacts= (the folder "
+                "of the artifact store its Objective saved models to)"
+            ) from None
+        config = {}
     if config is None:
         raise UsageError(f"no study named {study_name!r}")
     ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))

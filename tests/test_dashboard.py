@@ -305,6 +305,24 @@ def test_best_export_reloads_with_weights_only(run_cli, tuned_study, tmp_path) -
     assert same_predictions(exported, reference, payload["input_size"])
 
 
+def test_load_best_model_of_a_study_run_with_your_own_objective_setup(tmp_path) -> None:
+    from optuna_rnn import Objective, SearchSpace, load_dataset
+
+    data = load_dataset("digits")
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, bidirectional=False, batch_size=256)
+    objective = Objective(data, space=space, max_epochs=1, device="cpu", seed=0, artifacts=store)
+    storage = f"sqlite:///{tmp_path / 'mine.db'}"
+    optuna.create_study(study_name="mine", storage=storage, direction=objective.direction).optimize(
+        objective, n_trials=1
+    )
+    model = load_best_model("mine", storage=storage, artifacts=tmp_path / "models")
+    assert model(torch.zeros(2, 8, data.input_size)).shape == (2, data.output_size)
+    with pytest.raises(ValueError, match="study 'mine' was not created by optuna-rnn: give artifacts="):
+        load_best_model("mine", storage=storage)
+
+
 def test_load_best_model_errors(tuned_study, tmp_path) -> None:
     with pytest.raises(ValueError, match="no study named 'nope'"):
         load_best_model("nope", storage=tuned_study.storage)
