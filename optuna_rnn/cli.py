@@ -300,6 +300,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _print_summary(session: Any, seconds: float) -> None:
     from optuna.trial import TrialState
 
+    from optuna_rnn.training import metric_for
+
     trials = session.study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
     print(
@@ -312,7 +314,7 @@ def _print_summary(session: Any, seconds: float) -> None:
         print("No trial has completed yet.")
         return
     test = _best_test_or_none(session)
-    metric = test["metric"] if test else "value"
+    metric = metric_for(session.task).name
     test_text = f", test {test['test_value']:.4g}" if test else ""
     print(f"Best trial #{best.number}: validation {metric} {best.value:.4g}{test_text}")
     for key, value in best.params.items():

@@ -99,7 +99,11 @@ class Callback:
 
 @dataclass
 class TrainState:
-    """What callbacks see and may change while a model trains."""
+    """What callbacks see and may change while a model trains.
+
+    ``grad_norm`` is the epoch's largest gradient norm before clipping; it is measured only
+    when clipping is on (``hp.grad_clip``) and is NaN otherwise.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -357,7 +361,9 @@ class Trainer:
                     val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
                     totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
                 state.train_loss = totals[0] / len(train)
-                state.grad_norm = totals[1]
+                state.grad_norm = (
+                    totals[1] if hp.grad_clip is not None else math.nan
+                )  # measured when clipping
                 state.val_loss = totals[2] / len(valid)
                 state.val_metric = _finish_metric(totals[3], len(valid), data)
                 state.history.append(

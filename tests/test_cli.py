@@ -246,7 +246,7 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     assert best["hyperparams"]["hidden_size"] == donor.params["hidden_size"]
     out = run_cli("run", "--study", "digits", "--n-trials", "3", "-q")  # nothing left: the summary only
     assert out.returncode == 0, out.stderr
-    assert "Best trial #2: validation value inf" in out.stdout
+    assert "Best trial #2: validation accuracy inf" in out.stdout
     assert out.stderr == "optuna-rnn: warning: no test metric: trial 2 has no saved model\n"
     out = run_cli("best", "--study", "digits", "--export", "best.pt")
     assert (

@@ -149,6 +149,15 @@ def test_divergence_guard_on_exploding_gradient_norm(digits: SequenceData) -> No
         Trainer(max_epochs=3, device="cpu", callbacks=[DivergenceGuard(max_grad_norm=1e-9)]).fit(
             model, digits, hp
         )
+    norms: list[float] = []
+
+    class Norms(Callback):
+        def on_epoch_end(self, state: TrainState) -> None:
+            norms.append(state.grad_norm)
+
+    unclipped = Hyperparams(cell="gru", hidden_size=8, grad_clip=None, batch_size=512)
+    Trainer(max_epochs=1, device="cpu", callbacks=[Norms()]).fit(model, digits, unclipped)
+    assert math.isnan(norms[0])  # not measured without clipping: unknown, not a reassuring 0
 
 
 def test_weights_gone_non_finite_in_an_epochs_last_step_are_neither_best_nor_complete(
