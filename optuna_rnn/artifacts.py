@@ -64,7 +64,8 @@ def model_from_payload(payload: dict[str, Any]) -> RecurrentNet:
     if payload.get("format") != FORMAT:
         raise ValueError(f"not an optuna-rnn model file (format {payload.get('format')!r})")
     hp = Hyperparams(**payload["hyperparams"])
-    model = build_model(hp, input_size=payload["input_size"], output_size=payload["output_size"])
+    with torch.random.fork_rng(devices=[]):  # the initialisers' draws, overwritten next, leave yours be
+        model = build_model(hp, input_size=payload["input_size"], output_size=payload["output_size"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()
 

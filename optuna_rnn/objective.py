@@ -99,7 +99,8 @@ class Objective:
                 f"direction={self.direction!r} (Objective.direction), not {', '.join(directions)}"
             )
         try:
-            return self._run(trial)
+            with torch.random.fork_rng(devices=[]):  # seeds the trial, not the caller's random state
+                return self._run(trial)
         except BaseException as exc:
             # Optuna keeps a pruned or failed trial's exception, whose traceback holds this trial's
             # frames and so its model, optimiser and data: drop their locals so they are freed now,

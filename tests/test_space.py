@@ -7,6 +7,7 @@ import numpy as np
 import optuna
 import pytest
 import tomllib
+import torch
 
 from optuna_rnn import (
     Choice,
@@ -244,6 +245,24 @@ def test_an_objective_refuses_a_study_that_would_keep_its_worst_model() -> None:
     assert (
         study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs
     )
+
+
+def test_an_objective_and_a_loaded_model_leave_the_callers_random_state_alone(tmp_path: Path) -> None:
+    from optuna_rnn.artifacts import download_model_payload, model_from_payload
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    (tmp_path / "models").mkdir()
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "models"))
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, batch_size=256, dropout=0.2)
+    objective = Objective(
+        load_dataset("digits"), space=space, max_epochs=1, device="cpu", seed=0, artifacts=store
+    )
+    study = optuna.create_study(direction=objective.direction)
+    study.optimize(objective, n_trials=1)
+    model_from_payload(download_model_payload(store, study.best_trial))
+    assert torch.equal(torch.rand(3), expected)  # as if neither had run
 
 
 def test_the_trainer_says_how_to_train_on_a_forecasting_series() -> None:
