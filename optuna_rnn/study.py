@@ -518,7 +518,7 @@ def open_session(
     its data are loaded only if asked for, so they work where the data file is not.
     """
     url = storage_url(storage)
-    _refuse_bad_options(given or {})
+    given_data = _refuse_bad_input(given or {}, load=create)
     backend = open_storage(
         url,
         must_exist=not create,
@@ -536,7 +536,10 @@ def open_session(
     if recorded is None:  # recorded absolute: other processes open it from other directories
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
         config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
-    dataset = config.dataset.load()  # validates the data before anything is created
+    if given_data is not None and (given or {}).get("dataset") == config.dataset:
+        dataset = given_data  # loaded (and checked) before the storage was opened
+    else:
+        dataset = config.dataset.load()  # validates the data before anything is created
     fit_space(config.space, dataset)  # a window range the data cannot serve is refused here
     sampler = make_sampler(config, dataset=dataset)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
@@ -594,14 +597,20 @@ def open_session(
     return StudySession(study, config, url, dataset=dataset)
 
 
-def _refuse_bad_options(given: dict[str, Any]) -> None:
-    """Refuse bad options and a missing data file before a storage (a new SQLite file) is made."""
+def _refuse_bad_input(given: dict[str, Any], *, load: bool) -> Dataset | None:
+    """Refuse bad options and, with ``load``, bad data before a storage (a new SQLite file) is
+    opened: a typo must not leave an empty database behind. Returns the data it loaded."""
     if not given:
-        return
+        return None
     StudyConfig(**{"dataset": DatasetSpec(name="digits"), **given})  # checks each option given
     spec = given.get("dataset")
-    if isinstance(spec, DatasetSpec) and spec.path is not None and not Path(spec.path).is_file():
+    if not isinstance(spec, DatasetSpec):
+        return None
+    if load:
+        return spec.load()
+    if spec.path is not None and not Path(spec.path).is_file():
         spec.load()  # raises the reader's own message: file not found, not a file
+    return None
 
 
 def resumed_seed(seed: int, n_trials: int) -> int:

@@ -325,11 +325,15 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         assert "Traceback" not in out.stderr and "secret" not in out.stderr
     assert snapshot(load(tmp_path, "digits")) == before
     # Refused before a storage is opened: no stray database is left for the dashboard to list.
-    for args in (("--dataset", "digits", "--max-epochs", "0"), ("--data", "typo.csv")):
+    (tmp_path / "words.csv").write_text("x,y\n" + "a,b\n" * 30)
+    refused = {
+        ("--dataset", "digits", "--max-epochs", "0"): "--max-epochs must be >= 1",
+        ("--data", "typo.csv"): "not found",
+        ("--data", "words.csv"): "column 'x' is not numeric",
+    }
+    for args, message in refused.items():
         out = run_cli("run", *args, "--storage", "sqlite:///fresh.db")
-        assert out.returncode == 2 and (
-            "--max-epochs must be >= 1" in out.stderr or "not found" in out.stderr
-        )
+        assert out.returncode == 2 and message in out.stderr
         assert not (tmp_path / "fresh.db").exists(), out.stderr
 
 
