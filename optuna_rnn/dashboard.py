@@ -432,28 +432,47 @@ class StudyArtifactStore:
                 continue
 
 
+FINISHED_TRIAL_ARTIFACT = b"a finished trial's artifacts cannot be removed: Optuna forbids changing it"
 MISSING_MODEL = (
     b"This trial's model file is not in the artifact store: the study keeps only its best trials' "
     b"weights (run --keep-top), or the artifact directory moved (optuna-rnn dashboard --artifacts DIR).\n"
 )
-_ARTIFACT_PATH = re.compile(r"/artifacts/\d+/(?:\d+/)?(?P<artifact_id>[0-9a-fA-F-]+)")
+_ARTIFACT_PATH = re.compile(r"/artifacts/\d+/(?:\d+/)?(?P<artifact_id>[0-9a-fA-F-]+)/?")
+_TRIAL_ARTIFACT_API = re.compile(r"/api/artifacts/\d+/(?P<trial_id>\d+)/[0-9a-fA-F-]+/?")
 
 
 def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) -> WSGIApplication:
-    """Wrap optuna-dashboard so that downloading a removed file answers 404 with a reason.
+    """Wrap optuna-dashboard so that a removed file answers 404 with a reason, not 500.
 
     optuna-dashboard answers 500 (and logs a traceback) when an artifact's file
-    is gone, which ``--keep-top`` makes an ordinary state.
+    is gone, which ``--keep-top`` makes an ordinary state. Deleting a finished
+    trial's artifact through its API removed the file and then failed (Optuna
+    forbids changing a finished trial), leaving an entry that points at nothing:
+    that request answers 409 and removes nothing.
     """
 
     def app_404(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        match = _ARTIFACT_PATH.fullmatch(environ.get("PATH_INFO", ""))
-        if match and environ.get("REQUEST_METHOD") == "GET" and not store.exists(match["artifact_id"]):
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        match = _ARTIFACT_PATH.fullmatch(path)
+        if match and method in ("GET", "HEAD") and not store.exists(match["artifact_id"]):
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [MISSING_MODEL]
+            return [] if method == "HEAD" else [MISSING_MODEL]
+        trial = _TRIAL_ARTIFACT_API.fullmatch(path)
+        if trial and method == "DELETE" and _finished(store.storage, int(trial["trial_id"])):
+            start_response("409 Conflict", [("Content-Type", "text/plain; charset=utf-8")])
+            return [
+                b"a finished trial's artifacts cannot be removed: Optuna forbids changing a finished trial"
+            ]
         return app(environ, start_response)
 
     return app_404
+
+
+def _finished(storage: BaseStorage, trial_id: int) -> bool:
+    try:
+        return storage.get_trial(trial_id).state.is_finished()
+    except KeyError:  # no such trial: optuna-dashboard answers
+        return False
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

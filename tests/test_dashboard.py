@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def test_dashboard_serves_trials_note_graphs_and_the_best_model(tuned_study, tmp
         with pytest.raises(urllib.error.HTTPError) as missing:
             get(base, f"/artifacts/{study_id}/{dropped['trial_id']}/{gone['artifact_id']}")
         assert missing.value.code == 404 and b"--keep-top" in missing.value.read()
+        gone_url = f"{base}/artifacts/{study_id}/{dropped['trial_id']}/{gone['artifact_id']}"
+        for request in (urllib.request.Request(gone_url, method="HEAD"), gone_url + "/"):
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(request, timeout=30)
+            assert missing.value.code == 404
+        # Deleting a finished trial's model through the API would remove the file, then fail.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            delete(
+                base, f"/api/artifacts/{study_id}/{served[best.number]['trial_id']}/{artifact['artifact_id']}"
+            )
+        assert refused.value.code == 409
+        assert (tuned_study.folder / "optuna-rnn-artifacts" / artifact["artifact_id"]).exists()
     assert status == 200 and headers["Content-Type"] == MODEL_MIMETYPE
     (tmp_path / "downloaded.pt").write_bytes(body)
     payload = torch.load(tmp_path / "downloaded.pt", map_location="cpu", weights_only=True)
