@@ -347,8 +347,10 @@ def cmd_best(args: argparse.Namespace) -> int:
     if payload is not None:  # exactly what the model trained with
         hp = Hyperparams(**payload["hyperparams"])
     else:
-        # the recorded space: its fitted form would need the data, which may be gone too
-        hp = session.config.space.hyperparams_from(best.params, task=session.task)
+        try:  # the space as the trials sampled it, with windows fitted to the data...
+            hp = session.space.hyperparams_from(best.params, task=session.task)
+        except UsageError:  # ...which may be gone too: a searched window is among the params
+            hp = session.config.space.hyperparams_from(best.params, task=session.task)
     result = {
         "study": args.study,
         "trial_number": best.number,

@@ -460,9 +460,7 @@ def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) ->
         trial = _TRIAL_ARTIFACT_API.fullmatch(path)
         if trial and method == "DELETE" and _finished(store.storage, int(trial["trial_id"])):
             start_response("409 Conflict", [("Content-Type", "text/plain; charset=utf-8")])
-            return [
-                b"a finished trial's artifacts cannot be removed: Optuna forbids changing a finished trial"
-            ]
+            return [FINISHED_TRIAL_ARTIFACT]
         return app(environ, start_response)
 
     return app_404

@@ -99,8 +99,9 @@ class Objective:
                 f"direction={self.direction!r} (Objective.direction), not {', '.join(directions)}"
             )
         try:
-            with torch.random.fork_rng(devices=[]):  # seeds the trial, not the caller's random state
-                return self._run(trial)
+            cuda = self.device != "cpu" and torch.cuda.is_available()  # the trial seeds the GPU too
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+                return self._run(trial)  # seeds the trial, not the caller's random state
         except BaseException as exc:
             # Optuna keeps a pruned or failed trial's exception, whose traceback holds this trial's
             # frames and so its model, optimiser and data: drop their locals so they are freed now,
@@ -204,12 +205,15 @@ def curve_attr(history: list[dict[str, float]]) -> dict[str, list[Any]]:
     A longer history keeps evenly spaced epochs, the last included, and says which in an
     ``epoch`` list: a user attr must fit a MySQL TEXT column (64 KB), about 50 bytes an epoch.
     """
-    stride = math.ceil(len(history) / MAX_CURVE_POINTS) if history else 1
-    kept = history[::stride] if stride > 1 else history
-    if stride > 1 and kept[-1] is not history[-1]:
-        kept = [*kept, history[-1]]
+    thinned = len(history) > MAX_CURVE_POINTS
+    if thinned:  # evenly spaced, first and last included
+        kept = [
+            history[round(i * (len(history) - 1) / (MAX_CURVE_POINTS - 1))] for i in range(MAX_CURVE_POINTS)
+        ]
+    else:
+        kept = history
     curve: dict[str, list[Any]] = {key: [_finite(h[key]) for h in kept] for key in CURVE_KEYS}
-    if stride > 1:
+    if thinned:
         curve["epoch"] = [int(h["epoch"]) for h in kept]
     return curve
 

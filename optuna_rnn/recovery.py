@@ -227,7 +227,11 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
         )
         # Unrecorded, the worker died while the sampler chose its parameters (or is still at
         # it, a matter of seconds): by its age the trial is known to be orphaned on any machine.
-        orphaned = is_gone(str(owner)) is True if recorded else _older_than(trial, OWNERLESS_STALE_SECONDS)
+        if recorded:
+            orphaned = is_gone(str(owner)) is True
+        else:  # a retry its own (stalled, now live) worker took up again carries that worker's id
+            alive = isinstance(owner, str) and is_gone(owner) is False
+            orphaned = not alive and _older_than(trial, OWNERLESS_STALE_SECONDS)
         if not orphaned or not _claim(Path(directory), trial):
             continue
         try:

@@ -252,14 +252,49 @@ class SearchSpace:
         """Rebuild the :class:`Hyperparams` of a finished trial from its ``params``."""
         return self.suggest(optuna.trial.FixedTrial(dict(params)), task=task)
 
+    def grid(self, *, task: Task, points: int = 3) -> dict[str, list[Scalar]]:
+        """A finite grid over this space for :class:`optuna.samplers.GridSampler`.
+
+        Choices keep all their options; ranges are cut into ``points`` values (as in
+        :meth:`gridded`). The grid is the product of every parameter that applies in some
+        configuration, so a point that differs only in a parameter its configuration does
+        not use (SGD's momentum for Adam) repeats a configuration; :meth:`grid_size` counts
+        the distinct ones. A grid of more than ``MAX_GRID_POINTS`` points is refused: grid
+        search suits small spaces, so fix or narrow parameters first.
+        """
+        gridded = self.gridded(task=task, points=points)
+        grid: dict[str, list[Scalar]] = {}
+        for name in self.param_names():
+            spec = getattr(gridded, name)
+            if isinstance(spec, Choice) and self._may_apply(name, task):
+                grid[name] = list(spec.options)
+        size = math.prod(len(values) for values in grid.values())
+        if size > MAX_GRID_POINTS:
+            widest = sorted(grid, key=lambda n: -len(grid[n]))[:4]
+            raise UsageError(
+                f"the grid over this space has {size:,} points (limit {MAX_GRID_POINTS:,}); "
+                f"fix or narrow parameters with --space, e.g. {', '.join(widest)}"
+            )
+        return grid
+
+    def _may_apply(self, name: str, task: Task) -> bool:
+        """Whether a conditional parameter can be sampled at all in this space."""
+
+        def options(spec: Spec) -> tuple[Scalar, ...]:
+            return spec.options if isinstance(spec, Choice) else (spec,)  # type: ignore[return-value]
+
+        return any(
+            _applies(name, task=task, cell=str(cell), optimizer=str(optimizer))
+            for cell in options(self.cell)
+            for optimizer in options(self.optimizer)
+        )
+
     def gridded(self, *, task: Task, points: int = 3) -> SearchSpace:
-        """The finite space that grid search walks: every range cut into ``points`` values.
+        """This space with every range cut into ``points`` values: the configurations a grid holds.
 
         Choices keep all their options; ranges become a choice of ``points`` values
-        (geometric for log ranges, on the range's steps). Conditional parameters are
-        walked only where they apply, so the grid holds each configuration once
-        (:meth:`grid_size`). A grid of more than ``MAX_GRID_POINTS`` configurations is
-        refused: grid search suits small spaces, so fix or narrow parameters first.
+        (geometric for log ranges, on the range's steps). More than ``MAX_GRID_POINTS``
+        distinct configurations (:meth:`grid_size`) are refused.
         """
         changes: dict[str, Spec] = {}
         for name in self.param_names():

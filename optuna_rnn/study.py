@@ -72,7 +72,7 @@ def storage_url(url: str | None = None) -> str:
 
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (SQLAlchemy lets a password hold ``/``)."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@\s]*:)[^@\s?#]*@", r"\1***@", url)
 
 
 def mask_secrets(text: str, url: str | None = None) -> str:
@@ -81,7 +81,7 @@ def mask_secrets(text: str, url: str | None = None) -> str:
     Drivers quote URLs, but some also echo the bare password; both are masked.
     """
     masked = mask_url(text)
-    match = re.search(r"://[^:/@\s]*:([^@\s]+)@", url or "")
+    match = re.search(r"://[^:/@\s]*:([^@\s?#]+)@", url or "")
     if match:
         from urllib.parse import unquote
 
@@ -291,12 +291,8 @@ def make_sampler(config: StudyConfig, *, dataset: Dataset) -> optuna.samplers.Ba
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        # The brute-force sampler walks the gridded space's conditional branches, so that no
-        # configuration runs twice (a product grid would repeat each for every unused parameter).
-        fit_space(config.space, dataset).gridded(task=dataset.task)  # a grid too large is refused here
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=seed)
+        grid = fit_space(config.space, dataset).grid(task=dataset.task)  # only windows the data can serve
+        return optuna.samplers.GridSampler(grid, seed=seed)
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -416,19 +412,20 @@ class StudySession:
     def space(self) -> SearchSpace:
         """The recorded search space as its trials sample it: windows narrowed to fit the data,
         and ranges cut into grid points for grid search."""
-        space = self.config.space
-        if self.task == "forecasting":  # else nothing to fit: no need to load the data
-            space = fit_space(space, self.dataset)
-        return space.gridded(task=self.task) if self.config.sampler == "grid" else space
+        if self.task != "forecasting":
+            return self.config.space  # nothing to fit: no need to load the data
+        return fit_space(self.config.space, self.dataset)
 
     def grid_left(self) -> int | None:
-        """Configurations of a grid study that no trial has taken yet (``None`` for other samplers)."""
+        """Distinct configurations of a grid study that no trial has run (``None`` for other samplers).
+
+        Trials that sampled nothing (refused as surplus) do not count.
+        """
         if self.config.sampler != "grid":
             return None
-        taken = self.study.get_trials(
-            deepcopy=False, states=tuple(s for s in TrialState if s != TrialState.WAITING)
-        )
-        return self.space.grid_size(task=self.task) - len({tuple(sorted(t.params.items())) for t in taken})
+        size = self.space.gridded(task=self.task).grid_size(task=self.task)
+        ran = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        return size - len({tuple(sorted(t.params.items())) for t in ran if t.params})
 
     def objective(self, *, device: str = "auto") -> Objective:
         return Objective(
@@ -685,11 +682,11 @@ def run_trials(
     total = SharedTotal(n_trials)
     remaining = n_trials - session.finished()
     grid_left = session.grid_left()
-    if grid_left is not None and grid_left < remaining:
-        remaining = max(grid_left, 0)
+    if grid_left is not None and grid_left <= 0 < remaining:  # else the grid sampler repeats one
+        remaining = 0
         print(
-            f"optuna-rnn: note: the grid holds {grid_left} configuration(s) no trial has run; "
-            f"this run stops after them, short of --n-trials {n_trials}",
+            "optuna-rnn: note: every configuration of the grid has run; the study stops short of "
+            f"--n-trials {n_trials}",
             file=sys.stderr,
         )
     dashboard = StudyDashboard(session)

@@ -12,18 +12,21 @@ from optuna.trial import TrialState
 
 from optuna_rnn import recovery
 from optuna_rnn.errors import UsageError
+from optuna_rnn.liveness import this_process
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
     GRACE_ENV,
     HEARTBEAT_ENV,
     INTERRUPTED,
     STALE_CLAIM_SECONDS,
+    WORKER_ID_ATTR,
     checkpoints_dir,
     drop_leftovers,
     heartbeat_settings,
     mark_interrupted,
     requeue_interrupted,
     requeue_orphaned,
+    retry_callback,
 )
 from optuna_rnn.study import (
     default_artifacts_dir,
@@ -103,6 +106,8 @@ def test_urls_get_an_installed_driver_and_passwords_are_masked() -> None:
     assert mask_url(f"no study in {slash}") == "no study in postgresql://postgres:***@127.0.0.1:5432/test"
     assert "cr/et" not in mask_secrets(f"{slash} rejected s3cr/et", slash)
     assert mask_url("sqlite:///a.db, then host:5432/x and a@b") == "sqlite:///a.db, then host:5432/x and a@b"
+    no_password = "postgresql://host:5432/db?sslrootcert=/etc/ca@x.pem"
+    assert mask_url(no_password) == no_password
 
 
 def test_a_percent_encoded_sqlite_url_means_the_file_optuna_opens(tmp_path) -> None:
@@ -186,6 +191,14 @@ def test_a_trial_whose_worker_died_before_recording_itself_is_retried_once_it_is
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
     assert study.trials[1].params == study.trials[0].params
     assert requeue_orphaned(study, tmp_path) == []
+    # A stalled worker whose trial the heartbeat failed, and which took the retry up itself: the
+    # retry carries the same (live) worker id as the trial it continues, and is left alone.
+    other = optuna.create_study()
+    _add(other, TrialState.FAIL, **{WORKER_ID_ATTR: this_process()})
+    retry_callback()(other, other.trials[0])  # queued, as the heartbeat does
+    taken = other.ask()  # by the same worker, awake again: it carries the inherited id
+    assert taken.user_attrs[WORKER_ID_ATTR] == this_process()
+    assert requeue_orphaned(other, tmp_path) == []
 
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:

@@ -72,18 +72,22 @@ def test_a_trial_interrupted_after_the_total_was_reached_waits_for_a_larger_run(
     assert retry.params == donor.params and len(session.study.trials) == 4
 
 
-def test_a_grid_runs_each_configuration_once_and_says_when_it_runs_out(tmp_path: Path, capsys) -> None:
-    # Adam, or SGD with one of two momenta: 3 configurations (a product grid would hold 2 x 2).
+def test_a_grid_study_asked_for_more_stops_once_every_configuration_has_run(tmp_path: Path, capsys) -> None:
+    # Adam, or SGD with one of two momenta: 3 configurations, 4 points of the product grid.
     space = SPACE.replace(
         hidden_size=4, lr=1e-2, optimizer=Choice(["adam", "sgd"]), momentum=Choice([0.5, 0.9]), nesterov=False
     )
     given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
     given.update(max_epochs=1, pruner="none")
     session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
-    run_trials(session, n_trials=5, device="cpu", progress=False)
-    configs = [tuple(sorted(t.params.items())) for t in session.study.trials]
-    assert len(configs) == len(set(configs)) == 3
-    assert "the grid holds 3 configuration(s) no trial has run" in capsys.readouterr().err
-    run_trials(session, n_trials=5, device="cpu", progress=False)  # asked again: nothing is repeated
-    assert len(session.study.trials) == 3
-    assert "the grid holds 0 configuration(s) no trial has run" in capsys.readouterr().err
+    run_trials(session, n_trials=10, device="cpu", progress=False)  # the sampler stops after its 4 points
+    assert len(session.study.trials) == 4
+    assert (
+        len({tuple(sorted(t.params.items())) for t in session.study.trials})
+        == 3
+        == session.space.gridded(task="classification").grid_size(task="classification")
+    )
+    assert session.grid_left() == 0
+    run_trials(session, n_trials=10, device="cpu", progress=False)  # asked again: nothing is repeated
+    assert len(session.study.trials) == 4
+    assert "every configuration of the grid has run" in capsys.readouterr().err

@@ -322,6 +322,22 @@ def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, s
     assert 8 <= json.loads(best.stdout)["hyperparams"]["window"] <= longest
 
 
+def test_best_rebuilds_a_window_the_series_left_no_choice_for_when_the_model_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_csv(tmp_path / "short.csv", series_rows(60))  # windows up to 26: the choice [4, 500] is 4
+    (tmp_path / "space.toml").write_text(f"{FIXED_BUT_WINDOW}window = [4, 500]\n")
+    code, _, err = call_main(
+        ["run", "--data", "short.csv", "--space", "space.toml", "--n-trials", "1", *FAST]
+    )
+    assert code == 0, err
+    shutil.rmtree(tmp_path / "optuna-rnn-artifacts")
+    code, out, err = call_main(["best", "--study", "short"])
+    assert code == 0, err
+    assert json.loads(out)["hyperparams"]["window"] == 4 and "window" not in json.loads(out)["params"]
+
+
 def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refused(
     run_cli, tmp_path: Path, tiny_space: Path
 ) -> None:

@@ -517,7 +517,9 @@ def test_the_curve_of_a_very_long_trial_fits_a_mysql_user_attr(new_study) -> Non
         for e in range(1, 3001)
     ]
     curve = curve_attr(history)
-    assert len(curve["val_loss"]) <= MAX_CURVE_POINTS + 1 and curve["epoch"][-1] == 3000
+    assert (
+        len(curve["val_loss"]) == MAX_CURVE_POINTS and curve["epoch"][0] == 1 and curve["epoch"][-1] == 3000
+    )
     assert curve["epoch"][:3] == [1, 4, 7] and curve["val_loss"][1] == round(1.1 / 4, 6)
     assert curve_attr(history[:50]) == {k: [round(h[k], 6) for h in history[:50]] for k in CURVE_KEYS}
     name = new_study(MYSQL)
