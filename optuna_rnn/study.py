@@ -533,10 +533,9 @@ def open_session(
     if recorded is None:  # recorded absolute: other processes open it from other directories
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
         config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
-    if given_data is not None and (given or {}).get("dataset") == config.dataset:
-        dataset = given_data  # loaded (and checked) before the storage was opened
-    else:
-        dataset = config.dataset.load()  # validates the data before anything is created
+    # The data given were loaded (and checked) before the storage was opened, and merge_config
+    # found them the recorded ones; otherwise load and check them now, before anything is created.
+    dataset = given_data if given_data is not None else config.dataset.load()
     fit_space(config.space, dataset)  # a window range the data cannot serve is refused here
     sampler = make_sampler(config, dataset=dataset)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)

@@ -322,6 +322,27 @@ def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, s
     assert 8 <= json.loads(best.stdout)["hyperparams"]["window"] <= longest
 
 
+def test_a_resume_through_a_symbolic_link_reads_the_data_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna_rnn import readers
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.study import open_session
+
+    write_csv(tmp_path / "s.csv", series_rows(150))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    open_session(
+        "s", storage=storage, given={"dataset": DatasetSpec(path=str(tmp_path / "s.csv"))}, create=True
+    )
+    (tmp_path / "link").symlink_to(tmp_path)
+    reads: list[object] = []
+    read_csv = readers.read_csv
+    monkeypatch.setattr(readers, "read_csv", lambda *args, **kw: reads.append(args) or read_csv(*args, **kw))
+    given = {"dataset": DatasetSpec(path=str(tmp_path / "link" / "s.csv"))}
+    session = open_session("s", storage=storage, given=given, create=True)
+    assert len(reads) == 1 and session.dataset.n_train == 106
+
+
 def test_best_rebuilds_a_window_the_series_left_no_choice_for_when_the_model_is_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
