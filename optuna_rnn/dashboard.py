@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import time
 import warnings
@@ -43,6 +44,7 @@ from plotly.subplots import make_subplots
 from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.config import CONFIG_ATTR
 from optuna_rnn.errors import MissingModelError, UsageError
+from optuna_rnn.recovery import checkpoints_dir, tidy_checkpoints
 from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession
 
 if TYPE_CHECKING:
@@ -384,6 +386,21 @@ class StudyArtifactStore:
         self.storage = storage
         self.primary = Path(primary)
 
+    def checkpoints_of(self, study_id: int) -> Path | None:
+        """The checkpoint folder of study ``study_id`` (in its recorded directory), if it has one."""
+        try:
+            name = self.storage.get_study_name_from_id(study_id)
+            raw = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+        except KeyError:
+            return None
+        try:
+            config = json.loads(raw) if isinstance(raw, str) else {}
+        except ValueError:
+            config = {}
+        directory = config["artifacts"] if isinstance(config.get("artifacts"), str) else self.primary
+        folder = checkpoints_dir(directory, name)
+        return folder if folder.is_dir() else None
+
     def directories(self) -> list[Path]:
         """``primary``, then the recorded directories, without duplicates."""
         found = [self.primary]
@@ -438,6 +455,7 @@ MISSING_MODEL = (
     b"weights (run --keep-top), or the artifact directory moved (optuna-rnn dashboard --artifacts DIR).\n"
 )
 _ARTIFACT_PATH = re.compile(r"/artifacts/\d+/(?:\d+/)?(?P<artifact_id>[0-9a-fA-F-]+)/?")
+_STUDY_API = re.compile(r"/api/studies/(?P<id>\d+)/?")
 _TRIAL_ARTIFACT_API = re.compile(r"/api/artifacts/\d+/(?P<trial_id>\d+)/[0-9a-fA-F-]+/?")
 
 
@@ -448,7 +466,8 @@ def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) ->
     is gone, which ``--keep-top`` makes an ordinary state. Deleting a finished
     trial's artifact through its API removed the file and then failed (Optuna
     forbids changing a finished trial), leaving an entry that points at nothing:
-    that request answers 409 and removes nothing.
+    that request answers 409 and removes nothing. Deleting a study also removes
+    the checkpoints its stopped runs left, which no artifact entry lists.
     """
 
     def app_404(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -457,6 +476,9 @@ def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) ->
         if match and method in ("GET", "HEAD") and not store.exists(match["artifact_id"]):
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [] if method == "HEAD" else [MISSING_MODEL]
+        study = _STUDY_API.fullmatch(path)
+        if study and method == "DELETE":  # the dashboard removes the study's models, not its checkpoints
+            return _removing_checkpoints(app, environ, start_response, store.checkpoints_of(int(study["id"])))
         trial = _TRIAL_ARTIFACT_API.fullmatch(path)
         if trial and method == "DELETE" and _finished(store.storage, int(trial["trial_id"])):
             start_response("409 Conflict", [("Content-Type", "text/plain; charset=utf-8")])
@@ -464,6 +486,23 @@ def missing_artifacts_as_404(app: WSGIApplication, store: StudyArtifactStore) ->
         return app(environ, start_response)
 
     return app_404
+
+
+def _removing_checkpoints(
+    app: WSGIApplication, environ: dict[str, Any], start_response: StartResponse, folder: Path | None
+) -> Iterable[bytes]:
+    """Pass a study's deletion on; once it succeeded, remove the checkpoints its stopped runs left."""
+    statuses: list[str] = []
+
+    def recording(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return start_response(status, headers, exc_info)
+
+    body = app(environ, recording)
+    if folder is not None and statuses and statuses[-1].startswith("2"):
+        shutil.rmtree(folder, ignore_errors=True)
+        tidy_checkpoints(folder)
+    return body
 
 
 def _finished(storage: BaseStorage, trial_id: int) -> bool:

@@ -30,6 +30,7 @@ from optuna_rnn.artifacts import (
     ranked_complete,
 )
 from optuna_rnn.dashboard import CURVES_GRAPH, EPOCHS_GRAPH, StudyArtifactStore
+from optuna_rnn.recovery import checkpoints_dir
 from optuna_rnn.study import open_storage
 from tests.browser import (
     chromium_available,
@@ -205,6 +206,9 @@ def test_dashboard_deletes_a_keep_top_study_with_its_kept_models(run_cli, tmp_pa
     models = tmp_path / "optuna-rnn-artifacts"
     kept, *dropped = ranked_complete(optuna.load_study(study_name="digits", storage=storage))
     assert [p.name for p in models.iterdir()] == [kept.user_attrs[ARTIFACT_ATTR]] and dropped
+    leftover = checkpoints_dir(models, "digits") / "trial-7.pt"  # as a run stopped by a signal leaves
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"state")
     with dashboard_server(storage, cwd=tmp_path) as base:
         (summary,) = get_json(base, "/api/studies")["study_summaries"]
         # the dashboard removes each model the study lists, then the study: the files
