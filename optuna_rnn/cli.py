@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -262,9 +263,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     _print_summary(session, time.perf_counter() - started)
-    url = mask_url(session.storage_url)
+    url = shlex.quote(mask_url(session.storage_url))  # pasted into a shell as printed
     print(f"\nSee it in optuna-dashboard:  optuna-rnn dashboard --storage {url}")
-    print(f"Best model as JSON:          optuna-rnn best --study {name} --storage {url}")
+    print(f"Best model as JSON:          optuna-rnn best --study {shlex.quote(name)} --storage {url}")
     return code
 
 
@@ -304,9 +305,12 @@ def _print_summary(session: Any, seconds: float) -> None:
 
     trials = session.study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    # a trial a worker asked for after the total was reached is refused, not failed
+    surplus = sum(str(t.user_attrs.get("stop_reason", "")).startswith("surplus") for t in trials)
+    running = f", {count[TrialState.RUNNING]} running" if count[TrialState.RUNNING] else ""
     print(
         f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "
-        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed "
+        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL] - surplus} failed{running} "
         f"(this run: {seconds:.1f} s)"
     )
     best = session.best_trial()

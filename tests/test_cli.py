@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -244,8 +245,12 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     assert best["trial_number"] == 2 and best["validation_value"] is None and best["test_metric"] is None
     assert best["metric"] == "accuracy" and best["params"] == donor.params
     assert best["hyperparams"]["hidden_size"] == donor.params["hidden_size"]
+    # A trial refused as surplus (a worker asked after the total was reached) is no failure.
+    surplus = {"stop_reason": "surplus: 3 trials were already finished or running"}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=surplus))
     out = run_cli("run", "--study", "digits", "--n-trials", "3", "-q")  # nothing left: the summary only
     assert out.returncode == 0, out.stderr
+    assert "Study 'digits': 3 complete, 0 pruned, 0 failed (this run" in out.stdout
     assert "Best trial #2: validation accuracy inf" in out.stdout
     assert out.stderr == "optuna-rnn: warning: no test metric: trial 2 has no saved model\n"
     out = run_cli("best", "--study", "digits", "--export", "best.pt")
@@ -335,6 +340,28 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         out = run_cli("run", *args, "--storage", "sqlite:///fresh.db")
         assert out.returncode == 2 and message in out.stderr
         assert not (tmp_path / "fresh.db").exists(), out.stderr
+
+
+def test_the_commands_run_prints_work_when_pasted_into_a_shell(run_cli, tiny_space) -> None:
+    out = run_cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--study",
+        "my study",
+        "--n-trials",
+        "1",
+        "--space",
+        str(tiny_space),
+        *FAST,
+    )
+    assert out.returncode == 0, out.stderr
+    (line,) = [line for line in out.stdout.splitlines() if line.startswith("Best model as JSON:")]
+    command = shlex.split(line.split(":", 1)[1])
+    assert command[:4] == ["optuna-rnn", "best", "--study", "my study"]
+    best = run_cli(*command[1:])
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["study"] == "my study"
 
 
 def test_a_command_run_in_process_leaves_signals_and_logging_as_they_were(capsys) -> None:
