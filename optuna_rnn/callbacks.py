@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,19 @@ class PruningCallback(Callback):
     """
 
     def __init__(
-        self, trial: optuna.Trial, *, background: bool = False, snapshot: PruningSnapshot | None = None
+        self,
+        trial: optuna.Trial,
+        *,
+        background: bool = False,
+        snapshot: PruningSnapshot | None = None,
+        inherited: Collection[int] = (),
     ) -> None:
         self.trial = trial
         self.background = background
         self.snapshot = snapshot
+        # Epochs a retry inherited from the trial it continues: Optuna keeps the first value
+        # reported for a step (and warns at each repeat), so a resumed trial does not report them.
+        self.inherited = frozenset(inherited)
         self._reported: dict[int, float] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[bool] | None = None
@@ -86,7 +94,8 @@ class PruningCallback(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         if self._verdict():
             # The check took longer than the epoch that followed it: prune at this epoch instead.
-            self.trial.report(state.val_metric, state.epoch)
+            if state.epoch not in self.inherited:
+                self.trial.report(state.val_metric, state.epoch)
             raise optuna.TrialPruned(f"pruned at epoch {state.epoch}")
         if self._executor is None or state.epoch >= state.max_epochs:
             if self._check(state.epoch, state.val_metric):
@@ -109,8 +118,9 @@ class PruningCallback(Callback):
             raise optuna.TrialPruned(f"pruned at epoch {self._pending_epoch}")
 
     def _check(self, epoch: int, value: float) -> bool:
-        self.trial.report(value, epoch)
-        self._reported[epoch] = value
+        if epoch not in self.inherited:
+            self.trial.report(value, epoch)
+            self._reported[epoch] = value
         if self.snapshot is None:
             return self.trial.should_prune()
         return self.snapshot.should_prune(self.trial, self._reported)

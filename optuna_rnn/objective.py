@@ -119,7 +119,8 @@ class Objective:
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("seed", seed)
-        callbacks: list[Callback] = [DivergenceGuard(), PruningCallback(trial, snapshot=self._pruning(trial))]
+        pruning = PruningCallback(trial, snapshot=self._pruning(trial), inherited=_inherited_steps(trial))
+        callbacks: list[Callback] = [DivergenceGuard(), pruning]
         if self.patience is not None:
             callbacks.append(EarlyStopping(patience=self.patience))
         recorder = _CurveRecorder(trial)
@@ -185,6 +186,20 @@ class Objective:
         if self.seed is not None:
             return self.seed + trial.number
         return random.SystemRandom().randrange(2**31)
+
+
+def _inherited_steps(trial: optuna.Trial) -> set[int]:
+    """The epochs a retry holds from the trial it continues (none for a new trial).
+
+    A retry inherits its predecessor's user attrs, its ``seed`` among them; a new trial
+    records its seed later, in :meth:`Objective._run`.
+    """
+    if not isinstance(trial.user_attrs.get("seed"), int):
+        return set()
+    for frozen in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if frozen.number == trial.number:
+            return set(frozen.intermediate_values)
+    return set()
 
 
 class _CurveRecorder(Callback):

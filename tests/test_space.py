@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,36 @@ def test_an_objective_and_a_loaded_model_leave_the_callers_random_state_alone(tm
     study.optimize(objective, n_trials=1)
     model_from_payload(download_model_payload(store, study.best_trial))
     assert torch.equal(torch.rand(3), expected)  # as if neither had run
+
+
+def test_a_retry_does_not_report_again_the_epochs_it_inherited() -> None:
+    from optuna_rnn.recovery import retry_callback
+
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, batch_size=256)
+    objective = Objective(
+        load_dataset("digits"), space=space, max_epochs=3, patience=None, device="cpu", seed=0
+    )
+    study = optuna.create_study(direction=objective.direction, pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    done = study.trials[0]
+    assert sorted(done.intermediate_values) == [1, 2, 3]
+    study.add_trial(  # a trial interrupted after its 3 epochs, as a stopped worker leaves it
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=done.params,
+            distributions=done.distributions,
+            user_attrs={"seed": done.user_attrs["seed"]},
+            intermediate_values=done.intermediate_values,
+        )
+    )
+    retry_callback()(study, study.trials[1])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        study.optimize(objective, n_trials=1)  # retrains epochs 1-3 (no checkpoint here)
+    assert not [w for w in seen if "already reported" in str(w.message)]
+    retried = study.trials[2]
+    assert retried.state == optuna.trial.TrialState.COMPLETE
+    assert retried.intermediate_values == done.intermediate_values  # the first values count
 
 
 def test_the_trainer_says_how_to_train_on_a_forecasting_series() -> None:
