@@ -680,6 +680,13 @@ def run_trials(
     shutdown.check()
     total = SharedTotal(n_trials)
     remaining = n_trials - session.finished()
+    if remaining <= 0:
+        print(
+            f"optuna-rnn: note: study {session.study.study_name!r} already holds {session.finished()} "
+            f"finished trials (--n-trials {n_trials} is the study's total); give a larger --n-trials "
+            "to run more",
+            file=sys.stderr,
+        )
     grid_left = session.grid_left()
     if grid_left is not None and grid_left <= 0 < remaining:  # else the grid sampler repeats one
         remaining = 0
@@ -710,7 +717,7 @@ def run_trials(
     best = session.best_trial()
     metric = metric_for(session.dataset.task)
     shown = {"best": best.value if best is not None and best.value is not None else metric.worst}
-    pruned = [0]
+    pruned = [len(session.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))]  # as the bar
 
     def show(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state not in FINISHED:

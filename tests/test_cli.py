@@ -252,7 +252,11 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     assert out.returncode == 0, out.stderr
     assert "Study 'digits': 3 complete, 0 pruned, 0 failed (this run" in out.stdout
     assert "Best trial #2: validation accuracy inf" in out.stdout
-    assert out.stderr == "optuna-rnn: warning: no test metric: trial 2 has no saved model\n"
+    assert out.stderr == (
+        "optuna-rnn: note: study 'digits' already holds 3 finished trials (--n-trials 3 is the study's "
+        "total); give a larger --n-trials to run more\n"
+        "optuna-rnn: warning: no test metric: trial 2 has no saved model\n"
+    )
     out = run_cli("best", "--study", "digits", "--export", "best.pt")
     assert (
         out.returncode == 2

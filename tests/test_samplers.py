@@ -91,3 +91,26 @@ def test_a_grid_study_asked_for_more_stops_once_every_configuration_has_run(tmp_
     run_trials(session, n_trials=10, device="cpu", progress=False)  # asked again: nothing is repeated
     assert len(session.study.trials) == 4
     assert "every configuration of the grid has run" in capsys.readouterr().err
+
+
+def test_a_resumed_runs_progress_bar_counts_the_studys_pruned_trials(tmp_path: Path, capsys) -> None:
+    given = {
+        "dataset": DatasetSpec(name="digits"),
+        "space": SPACE,
+        "seed": 0,
+        "max_epochs": 1,
+        "pruner": "none",
+    }
+    session = open_session("p", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    run_trials(session, n_trials=1, device="cpu", progress=False)
+    done = session.study.trials[0]
+    session.study.add_trial(  # pruned by an earlier run
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params=done.params,
+            distributions=done.distributions,
+            intermediate_values={1: 0.1},
+        )
+    )
+    run_trials(session, n_trials=3, device="cpu", progress=True)  # one more, never pruned
+    assert "pruned=1" in capsys.readouterr().err.splitlines()[-1]
