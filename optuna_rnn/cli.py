@@ -302,11 +302,11 @@ def _print_summary(session: Any, seconds: float) -> None:
     from optuna.trial import TrialState
 
     from optuna_rnn.training import metric_for
+    from optuna_rnn.workers import is_surplus
 
     trials = session.study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
-    # a trial a worker asked for after the total was reached is refused, not failed
-    surplus = sum(str(t.user_attrs.get("stop_reason", "")).startswith("surplus") for t in trials)
+    surplus = sum(map(is_surplus, trials))  # asked for after the total was reached: refused, not failed
     running = f", {count[TrialState.RUNNING]} running" if count[TrialState.RUNNING] else ""
     print(
         f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "
@@ -382,12 +382,9 @@ def _best_test_or_none(session: Any, *, say_missing: bool = True) -> dict[str, A
     """
     try:
         return session.best_test()
-    except MissingModelError as exc:
-        if say_missing:
+    except (MissingModelError, UsageError) as exc:  # the model gone; or not recorded, and no data here
+        if say_missing or not isinstance(exc, MissingModelError):
             print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
-        return None
-    except UsageError as exc:  # not recorded, and the data file cannot be read here
-        print(f"optuna-rnn: warning: no test metric: {exc}", file=sys.stderr)
         return None
 
 

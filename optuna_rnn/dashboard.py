@@ -355,9 +355,10 @@ class StudyDashboard:
         try:
             try:
                 test = self.session.best_test()
-            except Exception as exc:  # a missing or damaged model file, data gone: show the rest
-                if not isinstance(exc, MissingModelError):
-                    warnings.warn(f"no test metric on the dashboard: {exc}", stacklevel=2)
+            except MissingModelError:  # a missing or damaged model file: show the rest
+                test = None
+            except Exception as exc:  # the data gone, say: show the rest too
+                warnings.warn(f"no test metric on the dashboard: {exc}", stacklevel=2)
                 test = None
             publish(self.session.study, best_test=test)
         except Exception as exc:  # the trials matter more than the note
@@ -370,6 +371,16 @@ class StudyDashboard:
 
 
 # --- serving --------------------------------------------------------------------------
+
+
+def _recorded_artifacts(user_attrs: dict[str, Any]) -> str | None:
+    """The artifact folder a study recorded in its configuration, if it recorded one."""
+    raw = user_attrs.get(CONFIG_ATTR)
+    try:
+        config = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    except (ValueError, TypeError):
+        return None
+    return config["artifacts"] if isinstance(config.get("artifacts"), str) else None
 
 
 class StudyArtifactStore:
@@ -390,28 +401,19 @@ class StudyArtifactStore:
         """The checkpoint folder of study ``study_id`` (in its recorded directory), if it has one."""
         try:
             name = self.storage.get_study_name_from_id(study_id)
-            raw = self.storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+            recorded = _recorded_artifacts(self.storage.get_study_user_attrs(study_id))
         except KeyError:
             return None
-        try:
-            config = json.loads(raw) if isinstance(raw, str) else {}
-        except ValueError:
-            config = {}
-        directory = config["artifacts"] if isinstance(config.get("artifacts"), str) else self.primary
-        folder = checkpoints_dir(directory, name)
+        folder = checkpoints_dir(recorded or self.primary, name)
         return folder if folder.is_dir() else None
 
     def directories(self) -> list[Path]:
         """``primary``, then the recorded directories, without duplicates."""
         found = [self.primary]
         for study in self.storage.get_all_studies():
-            raw = study.user_attrs.get(CONFIG_ATTR)
-            try:
-                config = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-            except (ValueError, TypeError):
-                continue
-            if isinstance(config.get("artifacts"), str):
-                found.append(Path(config["artifacts"]))
+            recorded = _recorded_artifacts(study.user_attrs)
+            if recorded is not None:
+                found.append(Path(recorded))
         return list(dict.fromkeys(p.resolve() for p in found))
 
     def open_reader(self, artifact_id: str) -> BinaryIO:

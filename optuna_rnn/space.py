@@ -293,8 +293,7 @@ class SearchSpace:
         """This space with every range cut into ``points`` values: the configurations a grid holds.
 
         Choices keep all their options; ranges become a choice of ``points`` values
-        (geometric for log ranges, on the range's steps). More than ``MAX_GRID_POINTS``
-        distinct configurations (:meth:`grid_size`) are refused.
+        (geometric for log ranges, on the range's steps).
         """
         changes: dict[str, Spec] = {}
         for name in self.param_names():
@@ -302,17 +301,7 @@ class SearchSpace:
             if isinstance(spec, IntRange | FloatRange):
                 values = _range_points(spec, points)
                 changes[name] = values[0] if len(values) == 1 else Choice(values)
-        gridded = self.replace(**changes)
-        size = gridded.grid_size(task=task)
-        if size > MAX_GRID_POINTS:
-            specs = {name: getattr(gridded, name) for name in self.param_names()}
-            counts = {name: len(spec.options) for name, spec in specs.items() if isinstance(spec, Choice)}
-            widest = sorted(counts, key=lambda name: -counts[name])[:4]
-            raise UsageError(
-                f"the grid over this space has {size:,} points (limit {MAX_GRID_POINTS:,}); "
-                f"fix or narrow parameters with --space, e.g. {', '.join(widest)}"
-            )
-        return gridded
+        return self.replace(**changes)
 
     def grid_size(self, *, task: Task) -> int:
         """How many distinct configurations a grid over this (gridded) space holds.

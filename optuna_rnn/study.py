@@ -410,8 +410,7 @@ class StudySession:
 
     @property
     def space(self) -> SearchSpace:
-        """The recorded search space as its trials sample it: windows narrowed to fit the data,
-        and ranges cut into grid points for grid search."""
+        """The recorded search space as its trials sample it: windows narrowed to fit the data."""
         if self.task != "forecasting":
             return self.config.space  # nothing to fit: no need to load the data
         return fit_space(self.config.space, self.dataset)
@@ -675,14 +674,15 @@ def run_trials(
 
     with shutdown.deferred():  # a trial half requeued would be lost for good
         requeue_orphaned(session.study, session.checkpoints_dir)
-        if session.finished() < n_trials:  # else a run raising the total later retries them
+        finished = session.finished()
+        if finished < n_trials:  # else a run raising the total later retries them
             requeue_interrupted(session.study, session.checkpoints_dir)
     shutdown.check()
     total = SharedTotal(n_trials)
-    remaining = n_trials - session.finished()
+    remaining = n_trials - finished
     if remaining <= 0:
         print(
-            f"optuna-rnn: note: study {session.study.study_name!r} already holds {session.finished()} "
+            f"optuna-rnn: note: study {session.study.study_name!r} already holds {finished} "
             f"finished trials (--n-trials {n_trials} is the study's total); give a larger --n-trials "
             "to run more",
             file=sys.stderr,

@@ -361,9 +361,7 @@ class Trainer:
                     val_loss_sum, val_metric_sum = self._evaluate(model, valid, loss_fn, data.task)
                     totals = torch.stack([train_sum, norm_max, val_loss_sum, val_metric_sum]).tolist()
                 state.train_loss = totals[0] / len(train)
-                state.grad_norm = (
-                    totals[1] if hp.grad_clip is not None else math.nan
-                )  # measured when clipping
+                state.grad_norm = totals[1] if hp.grad_clip is not None else math.nan  # see TrainState
                 state.val_loss = totals[2] / len(valid)
                 state.val_metric = _finish_metric(totals[3], len(valid), data)
                 state.history.append(

@@ -45,6 +45,8 @@ STOP_GRACE_SECONDS = 30.0
 # Set in the environment of the workers that ``run --workers N`` starts: their parent speaks for them.
 LOCAL_WORKER_ENV = "OPTUNA_RNN_LOCAL_WORKER"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: The start of a surplus trial's ``stop_reason``: asked for after the total was reached, refused.
+SURPLUS = "surplus"
 
 
 # --- the shared total -----------------------------------------------------------------
@@ -90,9 +92,14 @@ class SharedTotal:
             if t.number < trial.number
         ]
         if len(ahead) >= self.n_trials:
-            message = f"surplus: {self.n_trials} trials were already finished or running"
+            message = f"{SURPLUS}: {self.n_trials} trials were already finished or running"
             trial.set_user_attr("stop_reason", message)
             raise SurplusTrial(message)
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was refused because the study's total was reached before it started."""
+    return str(trial.user_attrs.get("stop_reason", "")).startswith(SURPLUS)
 
 
 class TrialGuard:
