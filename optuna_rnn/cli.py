@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from optuna_rnn.config import PRUNERS, SAMPLERS
@@ -35,13 +35,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _version() -> str:
+    try:
+        return version("optuna-rnn")
+    except PackageNotFoundError:  # run from a source tree on PYTHONPATH, never installed
+        return "(not installed: running from a source tree)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="optuna-rnn",
         description="Tune PyTorch RNN/LSTM/GRU models with Optuna; studies live in a database "
         "that optuna-dashboard shows.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('optuna-rnn')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("datasets", help="list the built-in datasets")

@@ -47,6 +47,23 @@ def test_datasets_and_version(run_cli) -> None:
     assert version.returncode == 0 and version.stdout.startswith("optuna-rnn ")
 
 
+def test_the_command_runs_from_a_source_tree_that_was_never_installed(monkeypatch, capsys) -> None:
+    # On PYTHONPATH without pip install there is no package metadata: every command used to crash.
+    from importlib.metadata import PackageNotFoundError
+
+    from optuna_rnn import cli
+
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli, "version", not_installed)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == "optuna-rnn (not installed: running from a source tree)\n"
+    assert cli.main(["datasets"]) == 0
+
+
 def test_the_command_does_not_import_scikit_learn_until_data_is_split() -> None:
     # scikit-learn's model selection adds about a second to every command that never splits data.
     code = "import sys, optuna_rnn.cli; print('sklearn.model_selection' in sys.modules)"
