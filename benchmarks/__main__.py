@@ -28,6 +28,7 @@ SECTIONS = (
     "overhead",
     "memory",
     "workers",
+    "gpu",
 )
 
 
@@ -54,13 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] running{' (quick)' if args.quick else ''} ...", flush=True)
         t0 = time.perf_counter()
         section = module.run(quick=args.quick)
+        if section is None:  # the gpu section, on a machine without one
+            print(f"[{name}] skipped: nothing to measure on this machine (RESULTS.md keeps the last run)")
+            continue
         notes = common.HERE / "notes" / f"{name}.md"
         analysis = notes.read_text() + "\n" if notes.exists() and not args.quick else ""
         run_time = f"_Section run time: {time.perf_counter() - t0:.0f} s._\n"
         written[name] = section.markdown() + "\n" + analysis + run_time
         print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
         # Read the file again just before writing: another `--only` run may have updated it meanwhile.
-        kept = _split(results.read_text()) if results.exists() and args.only else {}
+        # Sections this run does not rewrite (or skips, as gpu without a GPU) stay as last measured.
+        kept = _split(results.read_text()) if results.exists() else {}
         _write(results, {**kept, **written}, quick=args.quick)
     print(f"wrote {results}")
     return 0

@@ -33,7 +33,13 @@ from optuna_rnn.workers import run_workers
 
 
 def package_study(
-    seed: int, *, n_trials: int, max_epochs: int, like_handwritten: bool = False, workers: int = 1
+    seed: int,
+    *,
+    n_trials: int,
+    max_epochs: int,
+    like_handwritten: bool = False,
+    workers: int = 1,
+    device: str = "cpu",
 ) -> tuple[float, optuna.Study]:
     given: dict[str, object] = {"dataset": DatasetSpec(name="digits"), "seed": seed, "max_epochs": max_epochs}
     if like_handwritten:
@@ -46,9 +52,9 @@ def package_study(
         if like_handwritten:
             session.study.pruner = handwritten_pruner()
         if workers > 1:  # what `optuna-rnn run --workers N` does: N processes, cores // N threads each
-            run_workers(session, workers=workers, n_trials=n_trials, device="cpu", progress=False)
+            run_workers(session, workers=workers, n_trials=n_trials, device=device, progress=False)
         else:
-            run_trials(session, n_trials=n_trials, progress=False, device="cpu")  # as the hand-written side
+            run_trials(session, n_trials=n_trials, progress=False, device=device)  # as the hand-written side
         session.best_test()
         return time.perf_counter() - t0, session.study
 

@@ -34,6 +34,7 @@ from optuna_rnn.training import Callback, TrainState, iterate_batches, make_opti
 
 BATCH = 64
 REPEATS = 3
+CPU = torch.device("cpu")
 
 
 class _EpochClock(Callback):
@@ -56,14 +57,31 @@ def _loss_fn(data: SequenceData) -> nn.Module:
     return nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
 
 
-def trainer_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
+def trainer_epoch_ms(
+    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
+) -> float:
+    """The package's trainer as users get it (full precision)."""
     clock = _EpochClock()
-    Trainer(max_epochs=epochs + 1, seed=0, device="cpu").fit(model, data, hp, callbacks=[clock])
+    trainer = Trainer(max_epochs=epochs + 1, seed=0, device=device.type)
+    trainer.fit(model, data, hp, callbacks=[clock])
     return 1000 * statistics.median(clock.seconds[1:])
 
 
-def handwritten_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
-    """The official example's loop: DataLoader, zero_grad/backward/step, per-batch .item()."""
+def trainer_mixed_epoch_ms(
+    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
+) -> float:
+    """The trainer with ``mixed_precision=True`` (autocast on a GPU; the same as the default on a CPU)."""
+    clock = _EpochClock()
+    trainer = Trainer(max_epochs=epochs + 1, seed=0, device=device.type, mixed_precision=True)
+    trainer.fit(model, data, hp, callbacks=[clock])
+    return 1000 * statistics.median(clock.seconds[1:])
+
+
+def handwritten_epoch_ms(
+    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
+) -> float:
+    """The official example's loop: DataLoader, each batch moved to the device, per-batch .item()."""
+    model.to(device)
     loss_fn = _loss_fn(data)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr)
     train = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=hp.batch_size, shuffle=True)
@@ -73,6 +91,7 @@ def handwritten_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, 
         t0 = time.perf_counter()
         model.train()
         for x, y in train:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -81,6 +100,7 @@ def handwritten_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, 
         correct = 0.0
         with torch.no_grad():
             for x, y in valid:
+                x, y = x.to(device), y.to(device)
                 out = model(x)
                 if data.task == "classification":
                     correct += out.argmax(dim=1).eq(y).sum().item()
@@ -90,13 +110,17 @@ def handwritten_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, 
     return 1000 * statistics.median(times[1:])
 
 
-def floor_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int) -> float:
-    """Forward + backward + step over pre-built batches, nothing else."""
+def floor_epoch_ms(
+    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
+) -> float:
+    """Forward + backward + step over batches pre-built on the device, in full precision, nothing else."""
+    model.to(device)
     loss_fn = _loss_fn(data)
     optimizer = make_optimizer(model, hp)
     g = torch.Generator().manual_seed(0)
     batches = [
-        (x.clone(), y.clone(), lb) for x, y, lb in iterate_batches(data.train, hp.batch_size, generator=g)
+        (x.to(device), y.to(device), lb)
+        for x, y, lb in iterate_batches(data.train, hp.batch_size, generator=g)
     ]
     times = []
     for _ in range(epochs + 1):
@@ -105,6 +129,8 @@ def floor_epoch_ms(model: nn.Module, data: SequenceData, hp: Hyperparams, epochs
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model(x, lb), y).backward()
             optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times[1:])
 
@@ -116,45 +142,69 @@ def cases(quick: bool) -> list[tuple[str, str, int]]:
     return [(n, c, h) for n in names for c in cells for h in hiddens]
 
 
-LOOPS: dict[str, Callable[[nn.Module, SequenceData, Hyperparams, int], float]] = {
+Loop = Callable[[nn.Module, SequenceData, Hyperparams, int, torch.device], float]
+
+LOOPS: dict[str, Loop] = {
     "trainer": trainer_epoch_ms,
     "handwritten": handwritten_epoch_ms,
     "floor": floor_epoch_ms,
 }
 
 
-def run(*, quick: bool = False) -> Section:
-    epochs = 3 if quick else 8
-    repeats = 1 if quick else REPEATS
-    rows = []
-    for name, cell, hidden in cases(quick):
+def measure(
+    cases: list[tuple[str, str, int]],
+    loops: dict[str, Loop],
+    *,
+    epochs: int,
+    repeats: int,
+    device: torch.device = CPU,
+) -> list[tuple[str, str, str, int, dict[str, float], list[dict[str, float]]]]:
+    """Per case: dataset, length, cell, hidden, median ms per loop, and each repeat's ms per loop.
+
+    Every loop trains a copy of the same initial model; the loops run in a rotated order from
+    one repeat to the next, so that none always runs first or last.
+    """
+    results = []
+    for name, cell, hidden in cases:
         dataset = load_dataset(name)
         data = dataset.windowed(32)
         hp = Hyperparams(cell=cell, hidden_size=hidden, batch_size=BATCH, grad_clip=None, lr=1e-3)
         torch.manual_seed(0)
         base = build_model(hp, input_size=data.input_size, output_size=data.output_size)
         runs: list[dict[str, float]] = []
-        order = list(LOOPS)
+        order = list(loops)
         for _ in range(repeats):
-            runs.append({label: LOOPS[label](copy.deepcopy(base), data, hp, epochs) for label in order})
-            order = order[1:] + order[:1]  # rotate: no loop always runs first or last
-        ms = {label: statistics.median(r[label] for r in runs) for label in LOOPS}
+            runs.append(
+                {label: loops[label](copy.deepcopy(base), data, hp, epochs, device) for label in order}
+            )
+            order = order[1:] + order[:1]
+        ms = {label: statistics.median(r[label] for r in runs) for label in loops}
         shape = "variable" if data.train.lengths is not None else f"{data.train.X.shape[1]} steps"
-        rows.append(
-            [
-                name,
-                shape,
-                cell,
-                hidden,
-                ms["trainer"],
-                ms["handwritten"],
-                ms["floor"],
-                statistics.median(r["trainer"] / r["handwritten"] for r in runs),
-                statistics.median(r["handwritten"] / r["trainer"] for r in runs),
-                statistics.median(r["trainer"] / r["floor"] for r in runs),
-            ]
-        )
+        results.append((name, shape, cell, hidden, ms, runs))
         print(f"  {name:16} {cell} {hidden:4}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()))
+    return results
+
+
+def ratio(runs: list[dict[str, float]], top: str, bottom: str) -> float:
+    """The median over repeats of ``top`` / ``bottom``."""
+    return statistics.median(r[top] / r[bottom] for r in runs)
+
+
+def run(*, quick: bool = False) -> Section:
+    epochs = 3 if quick else 8
+    repeats = 1 if quick else REPEATS
+    rows = [
+        [
+            *case,
+            ms["trainer"],
+            ms["handwritten"],
+            ms["floor"],
+            ratio(runs, "trainer", "handwritten"),
+            ratio(runs, "handwritten", "trainer"),
+            ratio(runs, "trainer", "floor"),
+        ]
+        for *case, ms, runs in measure(cases(quick), LOOPS, epochs=epochs, repeats=repeats)
+    ]
     body = (
         f"Machine: {machine()}. Median per-epoch milliseconds over {epochs} epochs after one warm-up, "
         f"and median of the per-repeat ratios, over {repeats} repeats with the three loops in a rotated "

@@ -55,7 +55,10 @@ class LSTMClassifier(nn.Module):
         return self.fc(out[:, -1])
 
 
-def make_objective(data: SequenceData, *, max_epochs: int = 10) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    data: SequenceData, *, max_epochs: int = 10, device: str = "cpu"
+) -> Callable[[optuna.Trial], float]:
+    """The objective; on a GPU (``device``) each batch moves there as the example's ``.to(DEVICE)`` does."""
     train = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH, shuffle=True)
     valid = DataLoader(TensorDataset(data.valid.X, data.valid.y), batch_size=BATCH)
 
@@ -63,7 +66,7 @@ def make_objective(data: SequenceData, *, max_epochs: int = 10) -> Callable[[opt
         layers = trial.suggest_int("n_layers", 1, 2)
         hidden = trial.suggest_int("hidden", 16, 128, log=True)
         dropout = trial.suggest_float("dropout", 0.0, 0.5)
-        model = LSTMClassifier(data.input_size, hidden, layers, data.output_size, dropout)
+        model = LSTMClassifier(data.input_size, hidden, layers, data.output_size, dropout).to(device)
         name = trial.suggest_categorical("optimizer", ["Adam", "RMSprop", "SGD"])
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         optimizer = getattr(torch.optim, name)(model.parameters(), lr=lr)
@@ -71,6 +74,7 @@ def make_objective(data: SequenceData, *, max_epochs: int = 10) -> Callable[[opt
         for epoch in range(max_epochs):
             model.train()
             for x, y in train:
+                x, y = x.to(device), y.to(device)
                 optimizer.zero_grad()
                 loss = nn.functional.cross_entropy(model(x), y)
                 loss.backward()
@@ -79,6 +83,7 @@ def make_objective(data: SequenceData, *, max_epochs: int = 10) -> Callable[[opt
             correct = 0
             with torch.no_grad():
                 for x, y in valid:
+                    x, y = x.to(device), y.to(device)
                     correct += model(x).argmax(dim=1).eq(y).sum().item()
             accuracy = correct / len(data.valid.y)
             trial.report(accuracy, epoch)
@@ -94,11 +99,13 @@ def handwritten_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner()
 
 
-def run_handwritten_study(data: SequenceData, *, n_trials: int = 20, seed: int = 0) -> optuna.Study:
+def run_handwritten_study(
+    data: SequenceData, *, n_trials: int = 20, seed: int = 0, device: str = "cpu"
+) -> optuna.Study:
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=handwritten_pruner(),
     )
-    study.optimize(make_objective(data), n_trials=n_trials)
+    study.optimize(make_objective(data, device=device), n_trials=n_trials)
     return study
