@@ -74,6 +74,7 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise UsageError(f"{path}: no data rows below the header")
+    frame.index = _file_lines(path, len(frame))
     time_cols = [c for c in frame.columns if c.lower() in TIME_COLUMNS]
     if len(time_cols) > 1:
         raise UsageError(f"{path}: several time columns ({', '.join(time_cols)}); keep one")
@@ -113,7 +114,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
     """The row order that sorts ``column`` (numbers or dates); missing or repeated times are errors."""
     missing = column.isna().to_numpy()
     if missing.any():
-        raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(missing)})")
+        raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(column, missing)})")
     keys = pd.to_numeric(column, errors="coerce")
     if keys.isna().any():
         keys = _parse_dates(path, column, name)
@@ -122,7 +123,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
             first = column.to_numpy()[bad][0]
             raise UsageError(
                 f"{path}: time column {name!r} has a value that is neither a number nor a date "
-                f"(line {_line(bad)}: {first!r})"
+                f"(line {_line(column, bad)}: {first!r})"
             )
     repeat = keys.duplicated().to_numpy()
     if repeat.any():
@@ -130,7 +131,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
         first_seen = int(np.flatnonzero((keys == keys.iloc[second]).to_numpy())[0])
         raise UsageError(
             f"{path}: time column {name!r} repeats {str(column.iloc[second])!r} "
-            f"(lines {first_seen + 2} and {second + 2})"
+            f"(lines {column.index[first_seen]} and {column.index[second]})"
         )
     return np.argsort(keys.to_numpy(), kind="stable")
 
@@ -160,7 +161,8 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
     ):
         raise UsageError(
             f"{path}: time column {name!r} reads both as month/day and as day/month "
-            f"(line 2: {column.iloc[0]!r}), which order the rows differently; write dates as YYYY-MM-DD"
+            f"(line {column.index[0]}: {column.iloc[0]!r}), which order the rows differently; "
+            "write dates as YYYY-MM-DD"
         )
     if complete:
         return complete[0]
@@ -174,24 +176,36 @@ def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | No
     if text.any():
         hint = "" if time_col else f"; a time column must be named one of {', '.join(TIME_COLUMNS)}"
         raise UsageError(
-            f"{path}: column {name!r} is not numeric (line {_line(text)}: "
+            f"{path}: column {name!r} is not numeric (line {_line(column, text)}: "
             f"{column.to_numpy()[text][0]!r}){hint}"
         )
     values = numeric.to_numpy(dtype=np.float64)
     missing = np.isnan(values)
     if missing.any():
         raise UsageError(
-            f"{path}: column {name!r} has a missing value (line {_line(missing)}); fill or drop it first"
+            f"{path}: column {name!r} has a missing value (line {_line(column, missing)}); "
+            "fill or drop it first"
         )
     infinite = np.isinf(values)
     if infinite.any():
-        raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(infinite)})")
+        raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(column, infinite)})")
     return values
 
 
-def _line(mask: np.ndarray) -> int:
-    """The file line of the first flagged data row (the header is line 1)."""
-    return int(np.flatnonzero(mask)[0]) + 2
+def _file_lines(path: Path, rows: int) -> pd.Index:
+    """The file line of each data row, for error messages: pandas skips blank lines.
+
+    When the count of non-blank lines disagrees (a quoted value spanning lines), rows are
+    numbered as if the file had no blank lines.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()][1:]
+    return pd.Index(numbers if len(numbers) == rows else range(2, rows + 2))
+
+
+def _line(column: pd.Series, mask: np.ndarray) -> int:
+    """The file line of ``column``'s first flagged row (the frame is indexed by file line)."""
+    return int(column.index[np.flatnonzero(mask)[0]])
 
 
 def read_npz(path: Path) -> SequenceData:

@@ -89,6 +89,14 @@ def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: 
         read_csv(_times_csv(tmp_path / "ambiguous.csv", days))
     with pytest.raises(UsageError, match=r"time column 'date' repeats '2' \(lines 3 and 5\)"):
         read_csv(_times_csv(tmp_path / "repeat.csv", ["1", "2", "3", "2", *map(str, range(4, 40))]))
+    # Blank lines (pandas skips them) still leave the named line the one to open in an editor.
+    lines = ["time,y", "", *(f"{i},{i * 2}" for i in range(20)), "  ", "20,abc", "", "21,1", "5,2"]
+    (tmp_path / "blank.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(UsageError, match=r"column 'y' is not numeric \(line 24: 'abc'\)"):
+        read_csv(tmp_path / "blank.csv")
+    (tmp_path / "blank.csv").write_text("\n".join(lines).replace("20,abc", "20,1") + "\n")
+    with pytest.raises(UsageError, match=r"repeats '5' \(lines 8 and 27\)"):
+        read_csv(tmp_path / "blank.csv")
     (tmp_path / "extra.csv").write_text("a,b\n" + "".join(f"{i},{i * 2},{i * 3}\n" for i in range(40)))
     with pytest.raises(UsageError, match="the data rows have more fields than the header names"):
         read_csv(tmp_path / "extra.csv")
