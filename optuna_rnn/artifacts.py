@@ -183,7 +183,9 @@ class KeepTopModels:
     comes back (the set of better trials only grows), so parallel workers
     trimming the same store never remove a file another worker still needs.
     The trial's artifact entry stays in the storage (Optuna forbids changing a
-    finished trial); downloading it reports the file as missing.
+    finished trial); downloading it reports the file as missing. The model of a
+    FAIL trial (one killed after saving its model but before it was told
+    COMPLETE) is removed too: no ranking can ever pick it.
     """
 
     def __init__(self, store: FileSystemArtifactStore, k: int) -> None:
@@ -196,7 +198,8 @@ class KeepTopModels:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
-        for dropped in ranked_complete(study)[self.k :]:
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        for dropped in [*ranked_complete(study)[self.k :], *failed]:
             artifact_id = dropped.user_attrs.get(ARTIFACT_ATTR)
             if not isinstance(artifact_id, str) or artifact_id in self._removed:
                 continue

@@ -25,9 +25,11 @@ from optuna_rnn import dashboard as dashboard_module
 from optuna_rnn.artifacts import (
     ARTIFACT_ATTR,
     MODEL_MIMETYPE,
+    KeepTopModels,
     artifact_store,
     download_model_payload,
     ranked_complete,
+    upload_model,
 )
 from optuna_rnn.dashboard import CURVES_GRAPH, EPOCHS_GRAPH, StudyArtifactStore
 from optuna_rnn.recovery import checkpoints_dir
@@ -296,6 +298,20 @@ def test_keep_top_keeps_only_the_best_models(tuned_study) -> None:
     )
     with pytest.raises(LookupError, match=f"model of trial {ranked[3].number} is missing"):
         download_model_payload(store, ranked[3])
+
+
+def test_keep_top_removes_the_model_of_a_trial_that_failed_after_saving_it(tmp_path) -> None:
+    # As when a worker is killed between saving the model and telling the trial COMPLETE.
+    store = artifact_store(tmp_path / "artifacts")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    upload_model(store, trial, {"weights": torch.zeros(2)})
+    study.tell(trial, state=TrialState.FAIL)
+    orphan = study.trials[0].user_attrs[ARTIFACT_ATTR]
+    keep = KeepTopModels(store, 3)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1, callbacks=[keep])
+    assert not (tmp_path / "artifacts" / orphan).exists()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1, callbacks=[keep])  # removed once
 
 
 def test_dashboard_store_finds_artifacts_in_recorded_directories(tuned_study, tmp_path) -> None:
