@@ -24,6 +24,7 @@ naming the file and the column or array at fault.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import warnings
 import zipfile
@@ -74,7 +75,6 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise UsageError(f"{path}: no data rows below the header")
-    frame.index = _file_lines(path, len(frame))
     time_cols = [c for c in frame.columns if c.lower() in TIME_COLUMNS]
     if len(time_cols) > 1:
         raise UsageError(f"{path}: several time columns ({', '.join(time_cols)}); keep one")
@@ -114,7 +114,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
     """The row order that sorts ``column`` (numbers or dates); missing or repeated times are errors."""
     missing = column.isna().to_numpy()
     if missing.any():
-        raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(column, missing)})")
+        raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(path, missing)})")
     keys = pd.to_numeric(column, errors="coerce")
     if keys.isna().any():
         keys = _parse_dates(path, column, name)
@@ -123,7 +123,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
             first = column.to_numpy()[bad][0]
             raise UsageError(
                 f"{path}: time column {name!r} has a value that is neither a number nor a date "
-                f"(line {_line(column, bad)}: {first!r})"
+                f"(line {_line(path, bad)}: {first!r})"
             )
     repeat = keys.duplicated().to_numpy()
     if repeat.any():
@@ -131,7 +131,7 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
         first_seen = int(np.flatnonzero((keys == keys.iloc[second]).to_numpy())[0])
         raise UsageError(
             f"{path}: time column {name!r} repeats {str(column.iloc[second])!r} "
-            f"(lines {column.index[first_seen]} and {column.index[second]})"
+            f"(lines {_file_line(path, first_seen)} and {_file_line(path, second)})"
         )
     return np.argsort(keys.to_numpy(), kind="stable")
 
@@ -161,7 +161,7 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
     ):
         raise UsageError(
             f"{path}: time column {name!r} reads both as month/day and as day/month "
-            f"(line {column.index[0]}: {column.iloc[0]!r}), which order the rows differently; "
+            f"(line {_file_line(path, 0)}: {column.iloc[0]!r}), which order the rows differently; "
             "write dates as YYYY-MM-DD"
         )
     if complete:
@@ -176,36 +176,47 @@ def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | No
     if text.any():
         hint = "" if time_col else f"; a time column must be named one of {', '.join(TIME_COLUMNS)}"
         raise UsageError(
-            f"{path}: column {name!r} is not numeric (line {_line(column, text)}: "
+            f"{path}: column {name!r} is not numeric (line {_line(path, text)}: "
             f"{column.to_numpy()[text][0]!r}){hint}"
         )
     values = numeric.to_numpy(dtype=np.float64)
     missing = np.isnan(values)
     if missing.any():
         raise UsageError(
-            f"{path}: column {name!r} has a missing value (line {_line(column, missing)}); "
+            f"{path}: column {name!r} has a missing value (line {_line(path, missing)}); "
             "fill or drop it first"
         )
     infinite = np.isinf(values)
     if infinite.any():
-        raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(column, infinite)})")
+        raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(path, infinite)})")
     return values
 
 
-def _file_lines(path: Path, rows: int) -> pd.Index:
-    """The file line of each data row, for error messages: pandas skips blank lines.
+def _line(path: Path, mask: np.ndarray) -> int:
+    """The file line of the first data row that ``mask`` flags."""
+    return _file_line(path, int(np.flatnonzero(mask)[0]))
 
-    When the count of non-blank lines disagrees (a quoted value spanning lines), rows are
-    numbered as if the file had no blank lines.
+
+def _file_line(path: Path, row: int) -> int:
+    """The file line where data row ``row`` (0-based) starts, for error messages.
+
+    Counted as pandas reads: blank and whitespace-only lines hold no row, and a quoted value
+    may span lines. Only called on the way to an error, so a clean file is read once.
     """
-    text = path.read_text(encoding="utf-8", errors="replace")
-    numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()][1:]
-    return pd.Index(numbers if len(numbers) == rows else range(2, rows + 2))
-
-
-def _line(column: pd.Series, mask: np.ndarray) -> int:
-    """The file line of ``column``'s first flagged row (the frame is indexed by file line)."""
-    return int(column.index[np.flatnonzero(mask)[0]])
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            reader = csv.reader(file, skipinitialspace=True)
+            records = -1  # the header is record -1
+            start = 1
+            for record in reader:
+                if record and not (len(record) == 1 and not record[0].strip()):
+                    if records == row:
+                        return start
+                    records += 1
+                start = reader.line_num + 1
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return row + 2  # as if the file had no blank lines
 
 
 def read_npz(path: Path) -> SequenceData:

@@ -97,6 +97,11 @@ def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: 
     (tmp_path / "blank.csv").write_text("\n".join(lines).replace("20,abc", "20,1") + "\n")
     with pytest.raises(UsageError, match=r"repeats '5' \(lines 8 and 27\)"):
         read_csv(tmp_path / "blank.csv")
+    # A quoted value spanning lines, CRLF endings and a byte-order mark count as pandas reads them.
+    quoted = ["\ufefftime,y,note", *(f'{i},{i},"a\r\nb"' for i in range(20)), "", "20,x,c"]
+    (tmp_path / "quoted.csv").write_bytes("\r\n".join(quoted).encode() + b"\r\n")
+    with pytest.raises(UsageError, match=r"column 'y' is not numeric \(line 43: 'x'\)"):
+        read_csv(tmp_path / "quoted.csv")
     (tmp_path / "extra.csv").write_text("a,b\n" + "".join(f"{i},{i * 2},{i * 3}\n" for i in range(40)))
     with pytest.raises(UsageError, match="the data rows have more fields than the header names"):
         read_csv(tmp_path / "extra.csv")
