@@ -149,6 +149,7 @@ def load_best_model(
     from optuna_rnn.study import (
         UnconfiguredStudy,
         default_artifacts_dir,
+        no_study,
         open_storage,
         recorded_config,
         storage_url,
@@ -166,7 +167,7 @@ def load_best_model(
             ) from None
         config = {}
     if config is None:
-        raise UsageError(f"no study named {study_name!r}")
+        raise no_study(backend, study_name, url)
     ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))
     if not ranked:
         raise MissingModelError(f"study {study_name!r} has no complete trial yet")
@@ -185,7 +186,7 @@ class KeepTopModels:
     The trial's artifact entry stays in the storage (Optuna forbids changing a
     finished trial); downloading it reports the file as missing. The model of a
     FAIL trial (one killed after saving its model but before it was told
-    COMPLETE) is removed too: no ranking can ever pick it.
+    COMPLETE) is removed too, unless another trial (its retry) still names it.
     """
 
     def __init__(self, store: FileSystemArtifactStore, k: int) -> None:
@@ -198,7 +199,12 @@ class KeepTopModels:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
             return
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        trials = study.get_trials(deepcopy=False)
+        # A retry inherits its failed trial's user attrs, model id included, until it saves its own.
+        alive = {t.user_attrs.get(ARTIFACT_ATTR) for t in trials if t.state != TrialState.FAIL}
+        failed = [
+            t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(ARTIFACT_ATTR) not in alive
+        ]
         for dropped in [*ranked_complete(study)[self.k :], *failed]:
             artifact_id = dropped.user_attrs.get(ARTIFACT_ATTR)
             if not isinstance(artifact_id, str) or artifact_id in self._removed:

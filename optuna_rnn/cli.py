@@ -9,6 +9,7 @@ any storage password masked).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -42,7 +43,8 @@ def _version() -> str:
         return "(not installed: running from a source tree)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, script: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; ``script`` (``studies/<name>.py``) hides the data options it fixes."""
     parser = _Parser(
         prog="optuna-rnn",
         description="Tune PyTorch RNN/LSTM/GRU models with Optuna; studies live in a database "
@@ -53,16 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("datasets", help="list the built-in datasets")
 
-    run = commands.add_parser("run", help="create or resume a study and run its trials")
-    source = run.add_mutually_exclusive_group()
-    source.add_argument("--dataset", metavar="NAME", help="a built-in dataset (see `optuna-rnn datasets`)")
-    source.add_argument("--data", metavar="PATH", help="your own .csv (forecasting) or .npz file")
+    run = commands.add_parser(
+        "run", help="create or resume a study and run its trials", prog=f"python {script}" if script else None
+    )
+
+    def data_help(text: str) -> str:
+        return argparse.SUPPRESS if script else text
+
+    # A study script fixes its data (it refuses --dataset and --data; --target and --horizon apply to
+    # --data only). Python 3.11's argparse cannot format a usage line with hidden members of a
+    # mutually exclusive group.
+    source = run if script else run.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset", metavar="NAME", help=data_help("a built-in dataset (see `optuna-rnn datasets`)")
+    )
+    source.add_argument("--data", metavar="PATH", help=data_help("your own .csv (forecasting) or .npz file"))
     run.add_argument(
         "--target",
         metavar="COL",
-        help="CSV column to forecast (default: the last one that is not the time column)",
+        help=data_help("CSV column to forecast (default: the last one that is not the time column)"),
     )
-    run.add_argument("--horizon", type=int, metavar="H", help="forecast this many steps ahead (default 1)")
+    run.add_argument(
+        "--horizon", type=int, metavar="H", help=data_help("forecast this many steps ahead (default 1)")
+    )
     run.add_argument("--study", metavar="NAME", help="study name (default: the dataset's name)")
     _storage_arg(run)
     _n_trials_arg(run)
@@ -505,11 +520,10 @@ def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if "-h" in args or "--help" in args:
-        print(
-            f"usage: python {script} [options]\n\n"
-            f"It runs `optuna-rnn run --dataset {dataset}` with these options:"
-        )
-        args = ["--help"]
+        print(f"{script} runs `optuna-rnn run --dataset {dataset}` with these options.\n")
+        with contextlib.suppress(SystemExit):
+            build_parser(script=script).parse_args(["run", "--help"])
+        return 0
     return main(["run", "--dataset", dataset, *args])
 
 

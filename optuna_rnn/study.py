@@ -60,6 +60,7 @@ BEST_TEST_ATTR = "optuna_rnn.best_test"
 TOTAL_ATTR = "optuna_rnn.n_trials"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # only to suggest the sqlite:/// URL for a bare path
 
 
 # --- storage --------------------------------------------------------------------------
@@ -152,8 +153,8 @@ def open_storage(
             f"storage {masked}: SQLite URLs take no options; optuna-rnn sets a 60 s busy timeout itself"
         )
     file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
-    if file is not None and must_exist and not file.exists():
-        raise UsageError(f"storage {masked} does not exist")
+    if file is not None:
+        _check_file(file, masked, must_exist=must_exist)
     if must_exist and sqlite_path(url) is not None and not _holds_optuna_tables(str(file)):
         # a reader must not add Optuna's tables to some other database
         raise UsageError(f"storage {masked} is not an Optuna database")
@@ -171,8 +172,10 @@ def open_storage(
 
             return JournalStorage(JournalFileBackend(url))
         if "://" not in url:
+            hint = f"; for a SQLite file write sqlite:///{url}" if url.endswith(SQLITE_SUFFIXES) else ""
             raise UsageError(
                 f"storage {masked!r} is neither a database URL nor a journal file (.log, .journal or .jsonl)"
+                + hint
             )
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if file is not None:
@@ -494,6 +497,31 @@ class StudySession:
         return record
 
 
+def _check_file(file: Path, masked: str, *, must_exist: bool) -> None:
+    """Refuse a storage file that is missing (for readers) or whose folder is."""
+    try:
+        if must_exist and not file.exists():
+            raise UsageError(f"storage {masked} does not exist")
+        if not file.parent.is_dir():
+            home = "; '~' is not expanded in storage URLs" if "~" in file.parts[0] else ""
+            raise UsageError(f"storage {masked}: folder {file.parent} does not exist; create it first{home}")
+    except OSError as exc:  # an unsearchable folder on the way
+        raise UsageError(f"storage {masked}: cannot reach it ({exc.strerror or exc})") from None
+
+
+def no_study(backend: BaseStorage, study_name: str, url: str) -> UsageError:
+    """The error for a missing study, naming the studies the storage does hold."""
+    names = sorted(optuna.get_all_study_names(storage=backend))
+    if study_name in names:  # made by hand, or a run stopped while creating it
+        return UsageError(
+            f"study {study_name!r} in {mask_url(url)} has no optuna-rnn configuration; give it one with "
+            f"optuna-rnn run --study {study_name} --dataset NAME (or --data FILE)"
+        )
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    there = f"studies there: {shown}" if names else "it holds no studies yet"
+    return UsageError(f"no study named {study_name!r} in {mask_url(url)} ({there})")
+
+
 def open_session(
     study_name: str,
     *,
@@ -525,7 +553,7 @@ def open_session(
     # A reader has no run to wait for: a study without a configuration was not made by optuna-rnn.
     recorded = recorded_config(backend, study_name) if read_only else settled_config(backend, study_name)
     if recorded is None and not create:
-        raise UsageError(f"no study named {study_name!r} in {mask_url(url)}")
+        raise no_study(backend, study_name, url)
     config = merge_config(given or {}, recorded)
     if read_only and recorded is not None:
         return StudySession(optuna.load_study(study_name=study_name, storage=backend), config, url)
@@ -714,20 +742,19 @@ def run_trials(
         dynamic_ncols=True,
     )
 
-    best = session.best_trial()
     metric = metric_for(session.dataset.task)
-    shown = {"best": best.value if best is not None and best.value is not None else metric.worst}
-    pruned = [len(session.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))]  # as the bar
 
     def show(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state not in FINISHED:
+        """Advance the bar to the study's count: every worker's trials, not only this one's."""
+        if trial.state not in FINISHED or bar.disable:
             return
-        bar.update(1)
-        if trial.state == TrialState.PRUNED:
-            pruned[0] += 1
-        elif trial.value is not None and metric.better(trial.value, shown["best"]):
-            shown["best"] = trial.value
-        bar.set_postfix(best=f"{shown['best']:.4g}", pruned=pruned[0])
+        done = study.get_trials(deepcopy=False, states=FINISHED)
+        best = metric.worst
+        for t in done:
+            if t.state == TrialState.COMPLETE and t.value is not None and metric.better(t.value, best):
+                best = t.value
+        bar.update(len(done) - bar.n)
+        bar.set_postfix(best=f"{best:.4g}", pruned=sum(t.state == TrialState.PRUNED for t in done))
 
     keep = session.config.keep_top
     trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []

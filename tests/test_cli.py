@@ -306,6 +306,9 @@ def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(run_cli, tm
     with pytest.raises(UsageError, match=message):
         open_session("plain", storage=url, read_only=True)
     assert time.monotonic() - started < 2.5
+    # A worker (which waits for a run to record the configuration) says what to do, not "no study".
+    with pytest.raises(UsageError, match="'plain' in sqlite:.* has no optuna-rnn configuration; give it one"):
+        open_session("plain", storage=url)
 
 
 def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:
@@ -328,7 +331,10 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         ),
         (("run", "--dataset", "digits", "--sampler", "bayes"), "invalid choice: 'bayes'"),
         (("run", "--dataset", "digits", "--max-epochs", "9"), "study was created with max_epochs=6"),
-        (("best", "--study", "missing"), "no study named 'missing'"),
+        (
+            ("best", "--study", "missing"),
+            "no study named 'missing' in sqlite:///optuna-rnn.db (studies there: digits)",
+        ),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
         (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed must be in [0, 42"),
         (("run", "--dataset", "digits", "--timeout", "-1"), "--timeout must be a positive number of seconds"),
@@ -339,6 +345,19 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         (("report", "--study", "digits", "--out", str(a_file)), "cannot write the report"),
         (("dashboard", "--port", "99999"), "--port must be in [0, 65535], got 99999"),
         (("run", "--data", str(a_file), "--horizon", "0"), "--horizon must be >= 1, got 0"),
+        (
+            ("run", "--dataset", "digits", "--storage", "study.db"),
+            "for a SQLite file write sqlite:///study.db",
+        ),
+        (
+            ("run", "--dataset", "digits", "--storage", "sqlite:///runs/study.db"),
+            "storage sqlite:///runs/study.db: folder runs does not exist; create it first",
+        ),
+        (("run", "--dataset", "digits", "--storage", "runs/study.log"), "folder runs does not exist"),
+        (
+            ("run", "--dataset", "digits", "--storage", "sqlite:///~/x.db"),
+            "'~' is not expanded in storage URLs",
+        ),
     ]
     if not torch.cuda.is_available():
         cases.append((("run", "--dataset", "digits", "--device", "cuda"), "no CUDA device is available"))
@@ -402,8 +421,13 @@ def test_a_command_run_in_process_leaves_signals_and_logging_as_they_were(capsys
 def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     script = str(Path(__file__).parent.parent / "studies" / "sunspots.py")
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=cli_env())
-    assert helped.returncode == 0 and helped.stdout.startswith("usage: python studies/sunspots.py")
-    assert "optuna-rnn run --dataset sunspots" in helped.stdout
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("studies/sunspots.py runs `optuna-rnn run --dataset sunspots`")
+    assert "usage: python studies/sunspots.py [-h] [--study NAME]" in helped.stdout
+    assert "--n-trials N" in helped.stdout  # the data options it fixes are not offered
+    assert not any(
+        option in helped.stdout for option in ("--data ", "--dataset NAME", "--target", "--horizon")
+    )
     other = subprocess.run(
         [sys.executable, script, "--dataset=digits"], capture_output=True, text=True, env=cli_env()
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace
 from optuna_rnn.config import SAMPLERS
@@ -114,3 +114,18 @@ def test_a_resumed_runs_progress_bar_counts_the_studys_pruned_trials(tmp_path: P
     )
     run_trials(session, n_trials=3, device="cpu", progress=True)  # one more, never pruned
     assert "pruned=1" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_progress_bar_counts_other_workers_trials(tmp_path: Path, capsys) -> None:
+    given = {"dataset": DatasetSpec(name="digits"), "space": SPACE, "seed": 0, "max_epochs": 1}
+    session = open_session("w", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+
+    def another_worker_finishes_one(study: optuna.Study, trial: FrozenTrial) -> None:
+        if len(study.trials) == 1:
+            study.add_trial(
+                optuna.trial.create_trial(value=0.5, params=trial.params, distributions=trial.distributions)
+            )
+
+    run_trials(session, n_trials=3, device="cpu", progress=True, callbacks=[another_worker_finishes_one])
+    assert len(session.study.trials) == 3
+    assert " 3/3 " in capsys.readouterr().err.splitlines()[-1]
