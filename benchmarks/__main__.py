@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         # Sections this run does not rewrite (or skips, as gpu without a GPU) stay as last measured.
         kept = _split(results.read_text()) if results.exists() else {}
         _write(results, {**kept, **written}, quick=args.quick)
-    print(f"wrote {results}")
+    print(f"wrote {results}" if written else "nothing was measured; RESULTS.md is unchanged")
     return 0
 
 

@@ -131,7 +131,7 @@ def run(*, quick: bool = False) -> Section | None:
     body = (
         f"Machine: {gpu}, {machine()}.\n\n### Per epoch\n\n"
         + per_epoch(quick=quick, device=device)
-        + "\n### End to end: 20-trial digits study\n\n"
+        + "\n### End to end: the digits study\n\n"
         + end_to_end(quick=quick, device=device)
     )
     return Section("On a GPU", "python -m benchmarks --only gpu", body)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import threading
 from collections.abc import Sequence
@@ -450,3 +451,8 @@ def test_a_stop_inside_an_epoch_leaves_the_epoch_count_at_the_epochs_that_finish
     with pytest.raises(KeyboardInterrupt):
         Trainer(max_epochs=5, device="cpu", seed=0).fit(model, digits, hp, callbacks=[record])
     assert seen == [(2, 2)]
+
+
+def test_mixed_precision_is_off_unless_asked_for() -> None:
+    # On an H200, bf16 autocast made every net of the GPU benchmark 1.29-1.65x slower per epoch.
+    assert inspect.signature(Trainer).parameters["mixed_precision"].default is False
