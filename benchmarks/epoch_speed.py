@@ -35,6 +35,7 @@ from optuna_rnn.training import Callback, TrainState, iterate_batches, make_opti
 BATCH = 64
 REPEATS = 3
 CPU = torch.device("cpu")
+CASE_COLUMNS = ["dataset", "length", "cell", "hidden"]  # what measure() gives for each case
 
 
 class _EpochClock(Callback):
@@ -214,10 +215,7 @@ def run(*, quick: bool = False) -> Section:
         "validate. A trainer/floor below 1 is noise (the trainer also validates).\n\n"
         + table(
             [
-                "dataset",
-                "length",
-                "cell",
-                "hidden",
+                *CASE_COLUMNS,
                 "trainer ms",
                 "hand-written ms",
                 "floor ms",

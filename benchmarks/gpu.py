@@ -64,10 +64,7 @@ def per_epoch(*, quick: bool, device: torch.device) -> str:
         "trainer with `mixed_precision=True` (bfloat16 autocast); the floor trains in full precision.\n\n"
         + table(
             [
-                "dataset",
-                "length",
-                "cell",
-                "hidden",
+                *epoch_speed.CASE_COLUMNS,
                 "trainer ms",
                 "trainer mixed ms",
                 "hand-written ms",
