@@ -101,18 +101,21 @@ def build_parser(*, script: str | None = None) -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="join an existing study and run its trials (from any machine)"
     )
-    worker.add_argument("--study", required=True, help="name of the study to join")
+    worker.add_argument("--study", required=True, metavar="NAME", help="name of the study to join")
     _storage_arg(worker)
     _n_trials_arg(worker)
     worker.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     worker.add_argument(
-        "--threads", type=int, help="torch threads (default: all cores; share them between workers)"
+        "--threads",
+        type=int,
+        metavar="T",
+        help="torch threads (default: all cores; share them between workers)",
     )
     _device_arg(worker)
     worker.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     best = commands.add_parser("best", help="print the best trial as JSON")
-    best.add_argument("--study", required=True, help="study name")
+    best.add_argument("--study", required=True, metavar="NAME", help="study name")
     _storage_arg(best)
     best.add_argument("--export", metavar="PATH", help="also write the best model to PATH")
 
@@ -125,7 +128,7 @@ def build_parser(*, script: str | None = None) -> argparse.ArgumentParser:
     )
 
     report = commands.add_parser("report", help="write HTML plots and summary.md of a study")
-    report.add_argument("--study", required=True, help="study name")
+    report.add_argument("--study", required=True, metavar="NAME", help="study name")
     _storage_arg(report)
     report.add_argument("--out", required=True, metavar="DIR", help="directory to write the report to")
     return parser

@@ -41,3 +41,18 @@ def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(dataset: str) ->
     (study,) = studies
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert study.direction.name.lower() == ("maximize" if dataset == "digits" else "minimize")
+
+
+def test_the_readmes_options_are_the_commands_own(capsys) -> None:
+    import re
+
+    from optuna_rnn.cli import build_parser
+
+    helps = ""
+    for command in ("datasets", "run", "worker", "best", "dashboard", "report"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        helps += capsys.readouterr().out
+    named = set(re.findall(r"`(--[a-z-]+ [A-Z]+)", README.read_text(encoding="utf-8")))
+    assert len(named) > 10
+    assert sorted(option for option in named if not re.search(re.escape(option) + r"\b", helps)) == []
