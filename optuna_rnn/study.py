@@ -515,7 +515,7 @@ def no_study(backend: BaseStorage, study_name: str, url: str) -> UsageError:
     if study_name in names:  # made by hand, or a run stopped while creating it
         return UsageError(
             f"study {study_name!r} in {mask_url(url)} has no optuna-rnn configuration; give it one with "
-            f"optuna-rnn run --study {study_name} --dataset NAME (or --data FILE)"
+            f"optuna-rnn run --study {study_name} --dataset NAME (or --data PATH)"
         )
     shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     there = f"studies there: {shown}" if names else "it holds no studies yet"
