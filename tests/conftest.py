@@ -76,6 +76,32 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+@pytest.fixture
+def cli_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Like ``run_cli``, but in this process: no interpreter and torch start-up (about 3 s a call).
+
+    For commands refused at once; what crosses a process boundary (signals, exit status of
+    the console script) is tested with ``run_cli``.
+    """
+    from optuna_rnn import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPTUNA_RNN_STORAGE", raising=False)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # argparse refuses the options
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["optuna-rnn", *args], code, out.out, out.err)
+
+    return run
+
+
 @dataclass(frozen=True)
 class TunedStudy:
     """A finished optuna-rnn study on disk: its folder, storage URL and name."""

@@ -311,7 +311,9 @@ def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(run_cli, tm
         open_session("plain", storage=url)
 
 
-def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tiny_space) -> None:
+def test_bad_input_exits_2_and_leaves_the_study_untouched(
+    run_cli, cli_in_process, tmp_path, tiny_space
+) -> None:
     assert (
         run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST).returncode
         == 0
@@ -363,7 +365,7 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         cases.append((("run", "--dataset", "digits", "--device", "cuda"), "no CUDA device is available"))
         cases.append((("worker", "--study", "digits", "--device", "cuda"), "no CUDA device is available"))
     for args, message in cases:
-        out = run_cli(*args)
+        out = cli_in_process(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr, (message, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -377,7 +379,7 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(run_cli, tmp_path, tin
         ("--data", "words.csv"): "column 'x' is not numeric",
     }
     for args, message in refused.items():
-        out = run_cli("run", *args, "--storage", "sqlite:///fresh.db")
+        out = cli_in_process("run", *args, "--storage", "sqlite:///fresh.db")
         assert out.returncode == 2 and message in out.stderr
         assert not (tmp_path / "fresh.db").exists(), out.stderr
 

@@ -302,7 +302,7 @@ def test_a_worker_joins_a_mysql_study_from_its_recorded_config(run_cli, tiny_spa
     assert_total(trials_of(MYSQL, name), 3)
 
 
-def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> None:
+def test_an_unreachable_database_is_one_line_without_the_password(cli_in_process, monkeypatch) -> None:
     bad = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/db"
     cases = [
         ("run", "--dataset", "digits", "--storage", bad),
@@ -310,13 +310,14 @@ def test_an_unreachable_database_is_one_line_without_the_password(run_cli) -> No
         ("worker", "--study", "any", "--storage", bad),
     ]
     for args in cases:
-        out = run_cli(*args)
+        out = cli_in_process(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith(
             "optuna-rnn: error: cannot open storage postgresql://alice:***@127.0.0.1:1/db"
         )
         assert len(out.stderr.strip().splitlines()) == 1 and "s3cr3t" not in out.stderr + out.stdout
-    out = run_cli("worker", "--study", "any", OPTUNA_RNN_STORAGE=bad)
+    monkeypatch.setenv("OPTUNA_RNN_STORAGE", bad)
+    out = cli_in_process("worker", "--study", "any")
     assert out.returncode == 2 and "s3cr3t" not in out.stderr and "alice:***@" in out.stderr
 
 
