@@ -80,20 +80,23 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 def cli_in_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Like ``run_cli``, but in this process: no interpreter and torch start-up (about 3 s a call).
+    """Like ``run_cli``, but in this process: no interpreter and torch start-up (3-4 s a call).
 
-    For commands refused at once; what crosses a process boundary (signals, exit status of
-    the console script) is tested with ``run_cli``.
+    For tests of what a command does; what crosses a process boundary (signals, the console
+    script's exit status, concurrent workers) is tested with ``run_cli``. ``timeout`` is ignored.
     """
     from optuna_rnn import cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPTUNA_RNN_STORAGE", raising=False)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, timeout: float | None = None, **env: str) -> subprocess.CompletedProcess[str]:
         capsys.readouterr()
         try:
-            code = cli.main(list(args))
+            with monkeypatch.context() as scoped:
+                for key, value in env.items():
+                    scoped.setenv(key, value)
+                code = cli.main(list(args))
         except SystemExit as exc:  # argparse refuses the options
             code = exc.code if isinstance(exc.code, int) else 1
         out = capsys.readouterr()

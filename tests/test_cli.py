@@ -71,8 +71,10 @@ def test_the_command_does_not_import_scikit_learn_until_data_is_split() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_median_pruner_leaves_pruned_trials_stopped_at_their_epoch(run_cli, tmp_path, tiny_space) -> None:
-    out = run_cli(
+def test_median_pruner_leaves_pruned_trials_stopped_at_their_epoch(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    out = cli_in_process(
         "run",
         "--dataset",
         "digits",
@@ -105,27 +107,27 @@ def test_median_pruner_leaves_pruned_trials_stopped_at_their_epoch(run_cli, tmp_
     assert study.user_attrs["optuna_rnn.best_test"]["trial"] == study.best_trial.number
 
 
-def test_rerun_resumes_and_n_trials_is_the_total(run_cli, tmp_path, tiny_space) -> None:
+def test_rerun_resumes_and_n_trials_is_the_total(cli_in_process, tmp_path, tiny_space) -> None:
     args = ("run", "--dataset", "digits", "--space", str(tiny_space), *FAST)
-    assert run_cli(*args, "--n-trials", "3").returncode == 0
-    assert run_cli(*args, "--n-trials", "3").returncode == 0  # nothing left to do
+    assert cli_in_process(*args, "--n-trials", "3").returncode == 0
+    assert cli_in_process(*args, "--n-trials", "3").returncode == 0  # nothing left to do
     assert len(load(tmp_path, "digits").trials) == 3
-    out = run_cli("run", "--study", "digits", "--n-trials", "5", "-q")  # resume by name only
+    out = cli_in_process("run", "--study", "digits", "--n-trials", "5", "-q")  # resume by name only
     assert out.returncode == 0, out.stderr
     params = [t.params for t in load(tmp_path, "digits").trials]
     assert len(params) == 5
     assert all(params[i] != params[j] for j in range(5) for i in range(j)), "a resumed run repeated a trial"
     # Without --n-trials, a worker or a resumed run aims at the last run's total, not at 30.
-    out = run_cli("worker", "--study", "digits", "-q")
+    out = cli_in_process("worker", "--study", "digits", "-q")
     assert out.returncode == 0, out.stderr
     assert "study 'digits' holds 5 finished trials" in out.stdout
-    assert run_cli("run", "--study", "digits", "-q").returncode == 0
+    assert cli_in_process("run", "--study", "digits", "-q").returncode == 0
     assert len(load(tmp_path, "digits").trials) == 5
 
 
-def test_seed_makes_a_study_repeatable(run_cli, tmp_path, tiny_space) -> None:
+def test_seed_makes_a_study_repeatable(cli_in_process, tmp_path, tiny_space) -> None:
     for name in ("a", "b"):
-        out = run_cli(
+        out = cli_in_process(
             "run",
             "--dataset",
             "digits",
@@ -212,14 +214,14 @@ def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
     assert count[TrialState.RUNNING] == 0 and count[TrialState.FAIL] == 1
 
 
-def test_diverging_trials_are_recorded_and_the_study_goes_on(run_cli, tmp_path) -> None:
+def test_diverging_trials_are_recorded_and_the_study_goes_on(cli_in_process, tmp_path) -> None:
     space = tmp_path / "diverge.toml"
     space.write_text(
         'cell = "lstm"\nhidden_size = 8\nnum_layers = 1\nbidirectional = false\n'
         'optimizer = "sgd"\nlr = {low = 10.0, high = 50.0, log = true}\ngrad_clip = "none"\n'
         "window = 8\nbatch_size = 32\n"
     )
-    out = run_cli("run", "--dataset", "sunspots", "--n-trials", "5", "--space", str(space), *FAST)
+    out = cli_in_process("run", "--dataset", "sunspots", "--n-trials", "5", "--space", str(space), *FAST)
     assert out.returncode == 0, out.stderr
     study = load(tmp_path, "sunspots")
     assert len(study.trials) == 5
@@ -228,14 +230,14 @@ def test_diverging_trials_are_recorded_and_the_study_goes_on(run_cli, tmp_path) 
     assert all(t.state == TrialState.PRUNED for t in diverged)
 
 
-def test_best_prints_json(run_cli, tmp_path, tiny_space) -> None:
+def test_best_prints_json(cli_in_process, tmp_path, tiny_space) -> None:
     assert (
-        run_cli(
+        cli_in_process(
             "run", "--dataset", "sunspots", "--n-trials", "3", "--space", str(tiny_space), *FAST
         ).returncode
         == 0
     )
-    out = run_cli("best", "--study", "sunspots", "--export", "best.pt")
+    out = cli_in_process("best", "--study", "sunspots", "--export", "best.pt")
     assert out.returncode == 0, out.stderr
     best = json.loads(out.stdout)
     study = load(tmp_path, "sunspots")
@@ -246,8 +248,10 @@ def test_best_prints_json(run_cli, tmp_path, tiny_space) -> None:
     assert (tmp_path / "best.pt").exists()
 
 
-def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tmp_path, tiny_space) -> None:
-    out = run_cli("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    out = cli_in_process("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST)
     assert out.returncode == 0, out.stderr
     study = load(tmp_path, "digits")
     # A trial added by hand, with no saved model, whose value is infinite (as a diverged one can be).
@@ -255,7 +259,7 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     study.add_trial(
         optuna.trial.create_trial(value=math.inf, params=donor.params, distributions=donor.distributions)
     )
-    out = run_cli("best", "--study", "digits")
+    out = cli_in_process("best", "--study", "digits")
     assert out.returncode == 0, out.stderr
     assert out.stderr == "optuna-rnn: warning: trial 2 has no saved model\n"
     best = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
@@ -265,7 +269,9 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
     # A trial refused as surplus (a worker asked after the total was reached) is no failure.
     surplus = {"stop_reason": "surplus: 3 trials were already finished or running"}
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=surplus))
-    out = run_cli("run", "--study", "digits", "--n-trials", "3", "-q")  # nothing left: the summary only
+    out = cli_in_process(
+        "run", "--study", "digits", "--n-trials", "3", "-q"
+    )  # nothing left: the summary only
     assert out.returncode == 0, out.stderr
     assert "Study 'digits': 3 complete, 0 pruned, 0 failed (this run" in out.stdout
     assert "Best trial #2: validation accuracy inf" in out.stdout
@@ -274,7 +280,7 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(run_cli, tm
         "total); give a larger --n-trials to run more\n"
         "optuna-rnn: warning: no test metric: trial 2 has no saved model\n"
     )
-    out = run_cli("best", "--study", "digits", "--export", "best.pt")
+    out = cli_in_process("best", "--study", "digits", "--export", "best.pt")
     assert (
         out.returncode == 2
         and out.stderr == "optuna-rnn: error: --export best.pt: trial 2 has no saved model\n"
@@ -292,12 +298,12 @@ def test_a_sqlite_url_with_options_is_refused_rather_than_named_after_them(run_c
     assert list(tmp_path.iterdir()) == []
 
 
-def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(run_cli, tmp_path) -> None:
+def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(cli_in_process, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
     optuna.create_study(study_name="plain", storage=url)
     message = "study 'plain' exists but was not created by optuna-rnn"
     for args in (("best", "--study", "plain"), ("report", "--study", "plain", "--out", "rep")):
-        out = run_cli(*args)
+        out = cli_in_process(*args)
         assert out.returncode == 2
         assert out.stderr.strip() == f"optuna-rnn: error: {message}"
     # Timed in this process (a CLI's start-up varies with load): a reader does not wait the
@@ -439,13 +445,15 @@ def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     )
 
 
-def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(run_cli, tmp_path, tiny_space) -> None:
+def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
     # A stop at the very end of a run (after its last trial) skips the closing update; the next
     # run, with nothing to train, must still bring the note up to date.
     args = ("run", "--dataset", "digits", "--n-trials", "2", "--space", str(tiny_space), *FAST)
-    assert run_cli(*args).returncode == 0
+    assert cli_in_process(*args).returncode == 0
     study = load(tmp_path, "digits")
     save_note(study, "stale")
-    assert run_cli(*args).returncode == 0
+    assert cli_in_process(*args).returncode == 0
     note = get_note(load(tmp_path, "digits"))
     assert note != "stale" and "sampler: **tpe**" in note

@@ -266,9 +266,9 @@ def _study(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}")
 
 
-def test_csv_forecasting_study_with_a_covariate(run_cli, tmp_path: Path, tiny_space: Path) -> None:
+def test_csv_forecasting_study_with_a_covariate(cli_in_process, tmp_path: Path, tiny_space: Path) -> None:
     write_csv(tmp_path / "series.csv", series_rows(150))
-    out = run_cli(
+    out = cli_in_process(
         "run", "--data", "series.csv", "--target", "y", "--n-trials", "2", "--space", str(tiny_space), *FAST
     )
     assert out.returncode == 0, out.stderr
@@ -278,7 +278,7 @@ def test_csv_forecasting_study_with_a_covariate(run_cli, tmp_path: Path, tiny_sp
     assert data["columns"] == ["x", "y"] and data["target"] == "y" and data["input_size"] == 2
     assert data["splits"] == {"train": 106, "valid": 22, "test": 22}
     assert data["split_times"]["train"][0] == "2020-01-01T00:00"
-    best = run_cli("best", "--study", "series", "--export", "best.pt")
+    best = cli_in_process("best", "--study", "series", "--export", "best.pt")
     assert best.returncode == 0, best.stderr
     result = json.loads(best.stdout)
     assert result["metric"] == "rmse" and result["test_metric"] > 0
@@ -316,13 +316,13 @@ grad_clip = 1.0
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "grid"])
-def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, sampler: str) -> None:
+def test_windows_the_series_cannot_serve_are_left_out(cli_in_process, tmp_path: Path, sampler: str) -> None:
     write_csv(tmp_path / "series.csv", series_rows(150))
     longest = read_csv(tmp_path / "series.csv").max_window
     assert 8 < longest < 128
     window = "[8, 128]" if sampler == "tpe" else "{low = 8, high = 128, log = true}"
     (tmp_path / "space.toml").write_text(f"{FIXED_BUT_WINDOW}window = {window}\n")
-    out = run_cli(
+    out = cli_in_process(
         "run", "--data", "series.csv", "--n-trials", "3", "--sampler", sampler, "--space", "space.toml",
         "--pruner", "none", *FAST,
     )  # fmt: skip
@@ -330,7 +330,7 @@ def test_windows_the_series_cannot_serve_are_left_out(run_cli, tmp_path: Path, s
     trials = _study(tmp_path, "series").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [t.user_attrs for t in trials]
     assert all(t.params.get("window", 8) <= longest for t in trials)
-    best = run_cli("best", "--study", "series")  # rebuilds the winner's settings from its params
+    best = cli_in_process("best", "--study", "series")  # rebuilds the winner's settings from its params
     assert best.returncode == 0, best.stderr
     assert 8 <= json.loads(best.stdout)["hyperparams"]["window"] <= longest
 
@@ -373,45 +373,45 @@ def test_best_rebuilds_a_window_the_series_left_no_choice_for_when_the_model_is_
 
 
 def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refused(
-    run_cli, tmp_path: Path, tiny_space: Path
+    cli_in_process, tmp_path: Path, tiny_space: Path
 ) -> None:
     write_csv(tmp_path / "series.csv", series_rows(150))
-    out = run_cli("run", "--data", "series.csv", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    out = cli_in_process("run", "--data", "series.csv", "--n-trials", "2", "--space", str(tiny_space), *FAST)
     assert out.returncode == 0, out.stderr
     before = [(t.number, t.state, t.value) for t in _study(tmp_path, "series").trials]
     # More rows in the file: the trials' validation sets would differ.
     write_csv(tmp_path / "series.csv", series_rows(170))
-    out = run_cli("run", "--study", "series", "--n-trials", "4", "--data", "series.csv", *FAST)
+    out = cli_in_process("run", "--study", "series", "--n-trials", "4", "--data", "series.csv", *FAST)
     assert out.returncode == 2
     assert out.stderr.startswith("optuna-rnn: error: study 'series' was created on other data (rows 150,")
     assert "now rows 170," in out.stderr and "give a new --study name" in out.stderr
     assert [(t.number, t.state, t.value) for t in _study(tmp_path, "series").trials] == before
     # With the data file gone (read elsewhere), best and report still answer from the study.
     (tmp_path / "series.csv").unlink()
-    best = run_cli("best", "--study", "series")
+    best = cli_in_process("best", "--study", "series")
     assert best.returncode == 0, best.stderr
     result = json.loads(best.stdout)
     assert result["metric"] == "rmse" and result["test_metric"] > 0
-    out = run_cli("report", "--study", "series", "--out", "report")
+    out = cli_in_process("report", "--study", "series", "--out", "report")
     assert out.returncode == 0, out.stderr
     assert "test rmse" in (tmp_path / "report" / "summary.md").read_text().lower()
     # Had no run recorded the test metric, they would say why there is none, and answer.
     _study(tmp_path, "series").set_user_attr("optuna_rnn.best_test", None)
     for args in (("best", "--study", "series"), ("report", "--study", "series", "--out", "report2")):
-        out = run_cli(*args)
+        out = cli_in_process(*args)
         assert out.returncode == 0, out.stderr
         assert out.stderr.startswith("optuna-rnn: warning: no test metric: ") and "series.csv" in out.stderr
-    assert json.loads(run_cli("best", "--study", "series").stdout)["test_metric"] is None
+    assert json.loads(cli_in_process("best", "--study", "series").stdout)["test_metric"] is None
     # The file is back with other rows: its test split would not be the one the study set aside.
     write_csv(tmp_path / "series.csv", series_rows(170))
-    out = run_cli("best", "--study", "series")
+    out = cli_in_process("best", "--study", "series")
     assert out.returncode == 0, out.stderr
     assert "warning: no test metric: study 'series' was created on other data (rows 150," in out.stderr
     assert json.loads(out.stdout)["test_metric"] is None
     # Neither the data nor the models here: the parameters still come from the study alone.
     (tmp_path / "series.csv").unlink()
     shutil.rmtree(tmp_path / "optuna-rnn-artifacts")
-    out = run_cli("best", "--study", "series")
+    out = cli_in_process("best", "--study", "series")
     assert out.returncode == 0, out.stderr
     assert "has no saved model" in out.stderr or "is missing from the artifact store" in out.stderr
     best = json.loads(out.stdout)
@@ -419,34 +419,34 @@ def test_best_and_report_need_only_the_study_and_resuming_on_other_data_is_refus
 
 
 def test_naming_the_default_target_or_leaving_it_out_resumes_the_same_study(
-    run_cli, tmp_path: Path, tiny_space: Path
+    cli_in_process, tmp_path: Path, tiny_space: Path
 ) -> None:
     write_csv(tmp_path / "series.csv", series_rows(150))  # columns x, y: y is the default target
     base = ("run", "--data", "series.csv", "--space", str(tiny_space), *FAST)
-    assert run_cli(*base, "--n-trials", "1").returncode == 0
-    out = run_cli(*base, "--target", "y", "--n-trials", "2")
+    assert cli_in_process(*base, "--n-trials", "1").returncode == 0
+    out = cli_in_process(*base, "--target", "y", "--n-trials", "2")
     assert out.returncode == 0, out.stderr
-    out = run_cli(*base, "--target", "x", "--n-trials", "3")
+    out = cli_in_process(*base, "--target", "x", "--n-trials", "3")
     assert out.returncode == 2 and "this run asks for dataset.target='x'" in out.stderr
     assert len(_study(tmp_path, "series").trials) == 2
     # and the other way round: a study that named its target, resumed without naming it
-    assert run_cli(*base, "--study", "named", "--target", "y", "--n-trials", "1").returncode == 0
-    out = run_cli(*base, "--study", "named", "--n-trials", "2")
+    assert cli_in_process(*base, "--study", "named", "--target", "y", "--n-trials", "1").returncode == 0
+    out = cli_in_process(*base, "--study", "named", "--n-trials", "2")
     assert out.returncode == 0, out.stderr
     assert len(_study(tmp_path, "named").trials) == 2
 
 
 def test_npz_classification_study_with_variable_lengths_and_string_labels(
-    run_cli, tmp_path: Path, tiny_space: Path
+    cli_in_process, tmp_path: Path, tiny_space: Path
 ) -> None:
     np.savez(tmp_path / "seqs.npz", **sequences(90))
-    out = run_cli("run", "--data", "seqs.npz", "--n-trials", "2", "--space", str(tiny_space), *FAST)
+    out = cli_in_process("run", "--data", "seqs.npz", "--n-trials", "2", "--space", str(tiny_space), *FAST)
     assert out.returncode == 0, out.stderr
     study = _study(tmp_path, "seqs")
     data = study.user_attrs["optuna_rnn.data"]
     assert data["classes"] == ["high", "low", "mid"] and data["variable_length"] is True
     assert data["splits"] == {"train": 63, "valid": 13, "test": 14}
-    best = run_cli("best", "--study", "seqs", "--export", "best.pt")
+    best = cli_in_process("best", "--study", "seqs", "--export", "best.pt")
     assert best.returncode == 0, best.stderr
     result = json.loads(best.stdout)
     assert result["metric"] == "accuracy" and 0.0 <= result["test_metric"] <= 1.0
