@@ -59,21 +59,17 @@ def _loss_fn(data: SequenceData) -> nn.Module:
 
 
 def trainer_epoch_ms(
-    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
+    model: nn.Module,
+    data: SequenceData,
+    hp: Hyperparams,
+    epochs: int,
+    device: torch.device = CPU,
+    *,
+    mixed_precision: bool = False,
 ) -> float:
-    """The package's trainer as users get it (full precision)."""
+    """The package's trainer, by default as users get it (full precision; autocast only on a GPU)."""
     clock = _EpochClock()
-    trainer = Trainer(max_epochs=epochs + 1, seed=0, device=device.type)
-    trainer.fit(model, data, hp, callbacks=[clock])
-    return 1000 * statistics.median(clock.seconds[1:])
-
-
-def trainer_mixed_epoch_ms(
-    model: nn.Module, data: SequenceData, hp: Hyperparams, epochs: int, device: torch.device = CPU
-) -> float:
-    """The trainer with ``mixed_precision=True`` (autocast on a GPU; the same as the default on a CPU)."""
-    clock = _EpochClock()
-    trainer = Trainer(max_epochs=epochs + 1, seed=0, device=device.type, mixed_precision=True)
+    trainer = Trainer(max_epochs=epochs + 1, seed=0, device=device.type, mixed_precision=mixed_precision)
     trainer.fit(model, data, hp, callbacks=[clock])
     return 1000 * statistics.median(clock.seconds[1:])
 

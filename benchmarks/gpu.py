@@ -16,22 +16,22 @@ copy of each batch, a ``.item()`` per validation batch) weighs far more than on 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
-import time
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from benchmarks import epoch_speed
 from benchmarks.common import Section, machine, table
-from benchmarks.end_to_end import package_study
+from benchmarks.end_to_end import best_epoch_value, hand_study, package_study
 from benchmarks.handwritten import run_handwritten_study
 from optuna_rnn import load_dataset
+from optuna_rnn.data import SequenceData
 
 LOOPS: dict[str, epoch_speed.Loop] = {
     "trainer": epoch_speed.trainer_epoch_ms,
-    "trainer_mixed": epoch_speed.trainer_mixed_epoch_ms,
+    "trainer_mixed": functools.partial(epoch_speed.trainer_epoch_ms, mixed_precision=True),
     "handwritten": epoch_speed.handwritten_epoch_ms,
     "floor": epoch_speed.floor_epoch_ms,
 }
@@ -85,18 +85,16 @@ def end_to_end(*, quick: bool, device: torch.device) -> str:
     n_trials, max_epochs = (6, 3) if quick else (20, 10)
     seeds = range(1 if quick else 3)
     data = load_dataset("digits")
+    assert isinstance(data, SequenceData)  # digits: classification sequences
     package_study(0, n_trials=1, max_epochs=1, device=device.type)  # untimed warm-up of both sides
-    run_handwritten_study(data, n_trials=1, seed=0, device=device.type)  # type: ignore[arg-type]
+    run_handwritten_study(data, n_trials=1, seed=0, device=device.type)
     rows, ratios = [], []
     for seed in seeds:
         pkg_s, pkg = package_study(seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type)
-        t0 = time.perf_counter()
-        hand = run_handwritten_study(data, n_trials=n_trials, seed=seed, device=device.type)  # type: ignore[arg-type]
-        hand_s = time.perf_counter() - t0
-        hand_best_epoch = max(
-            max(t.intermediate_values.values()) for t in hand.trials if t.state == TrialState.COMPLETE
+        hand_s, hand = hand_study(data, seed, n_trials=n_trials, device=device.type)
+        rows.append(
+            [seed, pkg_s, hand_s, pkg_s / hand_s, pkg.best_value, hand.best_value, best_epoch_value(hand)]
         )
-        rows.append([seed, pkg_s, hand_s, pkg_s / hand_s, pkg.best_value, hand.best_value, hand_best_epoch])
         ratios.append(pkg_s / hand_s)
         print(f"  seed {seed}: package {pkg_s:.1f} s, hand-written {hand_s:.1f} s")
     return (

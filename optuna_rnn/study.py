@@ -749,12 +749,12 @@ def run_trials(
         if trial.state not in FINISHED or bar.disable:
             return
         done = study.get_trials(deepcopy=False, states=FINISHED)
-        best = metric.worst
-        for t in done:
-            if t.state == TrialState.COMPLETE and t.value is not None and metric.better(t.value, best):
-                best = t.value
+        best = session.best_trial()
         bar.update(len(done) - bar.n)
-        bar.set_postfix(best=f"{best:.4g}", pruned=sum(t.state == TrialState.PRUNED for t in done))
+        bar.set_postfix(
+            best=f"{best.value if best is not None else metric.worst:.4g}",
+            pruned=sum(t.state == TrialState.PRUNED for t in done),
+        )
 
     keep = session.config.keep_top
     trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
 import pytest
+
+from optuna_rnn.cli import build_parser
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -44,10 +47,6 @@ def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(dataset: str) ->
 
 
 def test_the_readmes_options_are_the_commands_own(capsys) -> None:
-    import re
-
-    from optuna_rnn.cli import build_parser
-
     helps = ""
     for command in ("datasets", "run", "worker", "best", "dashboard", "report"):
         with pytest.raises(SystemExit):
