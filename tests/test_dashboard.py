@@ -200,9 +200,11 @@ def test_note_is_published_as_the_study_runs_and_throttled(tmp_path, tiny_space)
     assert "| 4 | 0 | 0 | 0 |" in get_note(session.study)
 
 
-def test_dashboard_deletes_a_keep_top_study_with_its_kept_models(run_cli, tmp_path, tiny_space) -> None:
+def test_dashboard_deletes_a_keep_top_study_with_its_kept_models(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
     args = ("--keep-top", "1", "--n-trials", "3", "--max-epochs", "1", "--pruner", "none", "--seed", "0")
-    out = run_cli("run", "--dataset", "digits", "--space", str(tiny_space), *args, "-q")
+    out = cli_in_process("run", "--dataset", "digits", "--space", str(tiny_space), *args, "-q")
     assert out.returncode == 0, out.stderr
     storage = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
     models = tmp_path / "optuna-rnn-artifacts"
@@ -331,8 +333,8 @@ def test_dashboard_store_finds_artifacts_in_recorded_directories(tuned_study, tm
     assert not primary.exists()  # looking never creates directories
 
 
-def test_best_export_reloads_with_weights_only(run_cli, tuned_study, tmp_path) -> None:
-    out = run_cli(
+def test_best_export_reloads_with_weights_only(cli_in_process, tuned_study, tmp_path) -> None:
+    out = cli_in_process(
         "best", "--study", tuned_study.name, "--storage", tuned_study.storage, "--export", "best.pt"
     )
     assert out.returncode == 0, out.stderr
@@ -426,7 +428,9 @@ def test_a_failed_dashboard_update_is_a_warning_and_the_study_goes_on(
         dashboard.update()  # what the study's callback calls after a trial: it must not raise
 
 
-def test_best_and_report_answer_from_a_storage_they_cannot_write(run_cli, tmp_path, tiny_space) -> None:
+def test_best_and_report_answer_from_a_storage_they_cannot_write(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
     from optuna_rnn.datasets import DatasetSpec
     from optuna_rnn.space import SearchSpace
     from optuna_rnn.study import BEST_TEST_ATTR, open_session, run_trials
@@ -441,10 +445,13 @@ def test_best_and_report_answer_from_a_storage_they_cannot_write(run_cli, tmp_pa
         pytest.skip("chattr cannot make the journal read-only on this file system")
     try:
         for args in (("best", "--study", "ro"), ("report", "--study", "ro", "--out", "report")):
-            out = run_cli(*args, "--storage", str(journal))
+            out = cli_in_process(*args, "--storage", str(journal))
             assert out.returncode == 0, out.stderr
         assert (
-            json.loads(run_cli("best", "--study", "ro", "--storage", str(journal)).stdout)["test_metric"] > 0
+            json.loads(cli_in_process("best", "--study", "ro", "--storage", str(journal)).stdout)[
+                "test_metric"
+            ]
+            > 0
         )
     finally:
         subprocess.run(["chattr", "-i", str(journal)], check=True)

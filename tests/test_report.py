@@ -117,7 +117,7 @@ def test_report_of_a_multi_objective_study_has_a_pareto_front(tmp_path) -> None:
     }
 
 
-def test_report_of_a_missing_study_exits_2(run_cli, tuned_study, tmp_path) -> None:
-    out = run_cli("report", "--study", "nope", "--storage", tuned_study.storage, "--out", "report")
+def test_report_of_a_missing_study_exits_2(cli_in_process, tuned_study, tmp_path) -> None:
+    out = cli_in_process("report", "--study", "nope", "--storage", tuned_study.storage, "--out", "report")
     assert out.returncode == 2 and "no study named 'nope'" in out.stderr
     assert not (tmp_path / "report").exists()
