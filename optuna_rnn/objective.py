@@ -117,9 +117,10 @@ class Objective:
         seed = self._trial_seed(trial)
         torch.manual_seed(seed)
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
+        inherited = _inherited_steps(trial)  # before the seed is recorded: a new trial has none to read
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("seed", seed)
-        pruning = PruningCallback(trial, snapshot=self._pruning(trial), inherited=_inherited_steps(trial))
+        pruning = PruningCallback(trial, snapshot=self._pruning(trial), inherited=inherited)
         callbacks: list[Callback] = [DivergenceGuard(), pruning]
         if self.patience is not None:
             callbacks.append(EarlyStopping(patience=self.patience))

@@ -6,7 +6,12 @@ parameter (and so removes it from the search). Conditional parameters are
 sampled only where they mean something: the LSTM forget-gate bias only for
 LSTM cells, ``momentum``/``nesterov`` only for SGD, ``beta1``/``beta2`` only for
 Adam and AdamW, ``rmsprop_alpha`` only for RMSprop, ``window`` only for
-forecasting.
+forecasting. Weight decay has two parameters because it means two things:
+``weight_decay`` is an L2 penalty for SGD, Adam and RMSprop, whose useful
+strengths are small; ``adamw_weight_decay`` is AdamW's decoupled decay, which
+shrinks the weights by ``lr * decay`` a step and needs values a hundred times
+larger to do anything (PyTorch's default is 1e-2). Either lands in
+:attr:`Hyperparams.weight_decay`, the optimiser's own argument.
 
 Dropout is always sampled: it is applied to the recurrent output before the
 head, and between stacked layers when ``num_layers > 1``.
@@ -172,6 +177,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "dropout": (0.0, 0.99),
     "lr": (1e-12, 100.0),
     "weight_decay": (0.0, 10.0),
+    "adamw_weight_decay": (0.0, 10.0),
     "momentum": (0.0, 0.9999),
     "beta1": (0.0, 0.9999),
     "beta2": (0.0, 0.99999),
@@ -204,6 +210,7 @@ class SearchSpace:
     optimizer: Spec = Choice(OPTIMIZERS)
     lr: Spec = FloatRange(3e-4, 3e-2, log=True)
     weight_decay: Spec = FloatRange(1e-8, 1e-3, log=True)
+    adamw_weight_decay: Spec = FloatRange(1e-4, 1e-1, log=True)
     momentum: Spec = FloatRange(0.5, 0.99)
     nesterov: Spec = Choice((False, True))
     beta1: Spec = FloatRange(0.8, 0.95)
@@ -245,12 +252,20 @@ class SearchSpace:
         values: dict[str, Any] = {}
         for name in self.param_names():  # in field order: cell and optimizer before what they decide
             if _applies(name, task=task, cell=values.get("cell", ""), optimizer=values.get("optimizer", "")):
-                values[name] = _suggest(trial, name, getattr(self, name))
+                values[_HYPERPARAM.get(name, name)] = _suggest(trial, name, getattr(self, name))
         return Hyperparams(**values)
 
     def hyperparams_from(self, params: Mapping[str, Any], *, task: Task) -> Hyperparams:
         """Rebuild the :class:`Hyperparams` of a finished trial from its ``params``."""
-        return self.suggest(optuna.trial.FixedTrial(dict(params)), task=task)
+        params = dict(params)
+        if (
+            params.get("optimizer") == "adamw"
+            and "adamw_weight_decay" not in params
+            and "weight_decay" in params
+        ):
+            # a trial from before AdamW had its own range recorded its decay as weight_decay
+            params["adamw_weight_decay"] = params.pop("weight_decay")
+        return self.suggest(optuna.trial.FixedTrial(params), task=task)
 
     def grid(self, *, task: Task, points: int = 3) -> dict[str, list[Scalar]]:
         """A finite grid over this space for :class:`optuna.samplers.GridSampler`.
@@ -480,11 +495,17 @@ def _whole(spec: Spec) -> Spec:
     return spec
 
 
+# Search-space parameters that fill a Hyperparams field of another name.
+_HYPERPARAM = {"adamw_weight_decay": "weight_decay"}
+
+
 def _applies(name: str, *, task: Task, cell: str, optimizer: str) -> bool:
     """Whether :meth:`SearchSpace.suggest` samples ``name`` for this cell, optimiser and task."""
     conditions = {
         "window": task == "forecasting",
         "forget_bias": cell == "lstm",
+        "weight_decay": optimizer != "adamw",
+        "adamw_weight_decay": optimizer == "adamw",
         "momentum": optimizer == "sgd",
         "nesterov": optimizer == "sgd",
         "beta1": optimizer in ("adam", "adamw"),

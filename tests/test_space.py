@@ -154,7 +154,8 @@ def test_grid_covers_choices_and_range_points() -> None:
 
 
 def test_a_grid_counts_conditional_parameters_only_where_they_apply() -> None:
-    defaults = {name: getattr(Hyperparams(), name) for name in SearchSpace.param_names()}
+    names = [name for name in SearchSpace.param_names() if name != "adamw_weight_decay"]  # no adamw here
+    defaults = {name: getattr(Hyperparams(), name) for name in names}
     fixed = SearchSpace(**{name: value for name, value in defaults.items() if value is not None})
     space = fixed.replace(
         cell=Choice(["lstm", "gru"]),
@@ -315,3 +316,34 @@ def test_an_objective_used_directly_draws_only_windows_the_series_serves() -> No
     study.optimize(objective, n_trials=6)  # a longer window would stop the study with UsageError
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
     assert max(t.params["window"] for t in study.trials) > 12
+
+
+def test_adamw_samples_its_decoupled_decay_on_its_own_larger_range() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace()
+    seen: dict[str, list[float]] = {"adamw": [], "other": []}
+    for _ in range(60):
+        trial = study.ask()
+        hp = space.suggest(trial)
+        study.tell(trial, 0.0)
+        if hp.optimizer == "adamw":
+            assert "weight_decay" not in trial.params
+            assert hp.weight_decay == trial.params["adamw_weight_decay"]
+            seen["adamw"].append(hp.weight_decay)
+        else:
+            assert "adamw_weight_decay" not in trial.params
+            assert hp.weight_decay == trial.params["weight_decay"]
+            seen["other"].append(hp.weight_decay)
+    assert seen["adamw"] and all(1e-4 <= wd <= 1e-1 for wd in seen["adamw"])
+    assert seen["other"] and all(1e-8 <= wd <= 1e-3 for wd in seen["other"])
+    # fixing the L2 penalty leaves AdamW's decay searched, and the other way round
+    fixed = {k: v for k, v in Hyperparams().to_dict().items() if v is not None and k != "optimizer"}
+    grid = SearchSpace(**fixed, optimizer=Choice(["adam", "adamw"])).grid(task="classification", points=2)
+    assert grid == {"optimizer": ["adam", "adamw"], "adamw_weight_decay": pytest.approx([1e-4, 1e-1])}
+
+
+def test_a_trial_recorded_before_adamw_had_its_own_decay_still_rebuilds() -> None:
+    params = {"cell": "gru", "optimizer": "adamw", "weight_decay": 1e-4}
+    fixed = {k: v for k, v in Hyperparams().to_dict().items() if v is not None and k not in params}
+    hp = SearchSpace(**fixed).hyperparams_from(params, task="classification")
+    assert hp.optimizer == "adamw" and hp.weight_decay == 1e-4
