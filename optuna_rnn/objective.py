@@ -55,7 +55,9 @@ class Objective:
     """An Optuna objective that tunes a recurrent network on ``dataset``.
 
     ``seed`` makes trials repeatable: trial ``n`` trains with seed ``seed + n``
-    (without it, each trial draws a seed and records it). ``patience`` enables
+    (without it, each trial draws a seed and records it), in one process running one
+    trial at a time: threads of ``n_jobs`` share PyTorch's global random generator, so
+    their trials do not repeat; run processes instead. ``patience`` enables
     early stopping; ``artifacts`` (an Optuna artifact store) keeps the weights
     of every COMPLETE trial; ``checkpoints`` (a directory) makes trials
     resumable; ``callbacks`` are added to the built-in ones.
