@@ -491,6 +491,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         from optuna_rnn.workers import LOCAL_WORKER_ENV
 
+        if args.command not in ("run", "worker"):  # a report or export cut short is no success
+            print("\noptuna-rnn: interrupted", file=sys.stderr)
+            return 130
         if not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
             print(
                 "\noptuna-rnn: interrupted; the running trial was closed as FAIL. "

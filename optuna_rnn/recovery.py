@@ -24,7 +24,8 @@ Three ways a trial can stop before it finishes, and what brings it back:
 
 A dead worker's trial is retried once: a retry whose worker dies again stays
 FAIL (it may be what kills the worker), and its checkpoint is removed when a
-run wraps up (:func:`drop_leftovers`).
+run wraps up (:func:`drop_leftovers`). Interruptions do not count as deaths
+(:class:`RetryDeadWorker`).
 Checkpoints live in ``<artifacts>/checkpoints/<study>/``; workers on several
 machines resume each other's trials only when that directory is shared
 (set ``--artifacts`` to a shared path when creating the study).
@@ -77,7 +78,13 @@ def heartbeat_settings() -> tuple[int | None, int | None]:
     interval = _seconds(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_INTERVAL, allow_zero=True)
     if interval == 0:
         return None, None
-    return interval, _seconds(GRACE_ENV, 3 * interval, allow_zero=False)
+    grace = _seconds(GRACE_ENV, 3 * interval, allow_zero=False)
+    if grace < 2 * interval:
+        raise UsageError(
+            f"${GRACE_ENV} ({grace} s) must be at least twice the heartbeat interval ({interval} s): "
+            "between two heartbeats every live trial would look dead to the other workers"
+        )
+    return interval, grace
 
 
 def _seconds(name: str, default: int, *, allow_zero: bool) -> int:
@@ -100,6 +107,33 @@ def retry_callback(*, max_retry: int | None = MAX_RETRY) -> optuna.storages.Retr
         return optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=max_retry, inherit_intermediate_values=True
         )
+
+
+class RetryDeadWorker:
+    """Queue a retry of a trial whose worker died, unless a worker already died under it.
+
+    The storages' stale-trial callback and :func:`requeue_orphaned` use it. Optuna's
+    ``RetryHeartbeatStaleTrialCallback(max_retry=...)`` counts every trial of the retry
+    history, so a trial resumed after a Ctrl-C would not be retried when its worker is then
+    killed; here only deaths count, interruptions (``stop_reason = "interrupted"``) do not.
+    """
+
+    def __init__(self, *, max_retry: int = MAX_RETRY) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+
+    def retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Queue the retry if ``trial`` has one left; returns whether it did."""
+        history = trial.system_attrs.get("retry_history") or []
+        if history:
+            earlier = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in history}
+            deaths = sum(t.user_attrs.get("stop_reason") != INTERRUPTED for t in earlier.values())
+            if deaths >= self.max_retry:
+                return False
+        retry_callback(max_retry=None)(study, trial)
+        return True
 
 
 def checkpoints_dir(artifacts_dir: str | os.PathLike[str], study_name: str) -> Path:
@@ -198,7 +232,9 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
     return queued
 
 
-def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:
+def requeue_orphaned(
+    study: optuna.Study, directory: str | os.PathLike[str], *, storage: optuna.storages.BaseStorage
+) -> list[int]:
     """Close as FAIL, and queue for a retry, running trials whose worker on this machine is gone.
 
     On storages without a heartbeat (journal file, Redis, an RDB with the heartbeat off)
@@ -210,7 +246,10 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
     window the heartbeat does not cover either) is orphaned once it is
     ``OWNERLESS_STALE_SECONDS`` old, whichever machine ran it. Workers
     starting together claim each trial with the same marker files as
-    :func:`requeue_interrupted`. Returns the numbers of the trials queued again.
+    :func:`requeue_interrupted`. ``storage`` is the study's: the trial is closed there, as
+    Optuna's ``fail_stale_trials`` does, without the sampler's ``after_trial`` (a grid
+    sampler's would stop the study, which outside ``optimize`` raises). Returns the numbers of
+    the trials queued again.
     """
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
@@ -235,14 +274,17 @@ def requeue_orphaned(study: optuna.Study, directory: str | os.PathLike[str]) -> 
         if not orphaned or not _claim(Path(directory), trial):
             continue
         try:
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(study.study_name), trial.number
+            )
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
             continue  # closed meanwhile by another worker (the heartbeat's retry owns it)
         except BaseException:
             _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run tries again
             raise
-        retry_callback()(study, copy.deepcopy(trial))
-        queued.append(trial.number)
+        if RetryDeadWorker().retry(study, copy.deepcopy(trial)):
+            queued.append(trial.number)
     return queued
 
 

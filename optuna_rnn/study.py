@@ -38,11 +38,11 @@ from optuna_rnn.datasets import DatasetSpec
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
+    RetryDeadWorker,
     checkpoints_dir,
     drop_leftovers,
     requeue_interrupted,
     requeue_orphaned,
-    retry_callback,
     tidy_checkpoints,
 )
 from optuna_rnn.space import Hyperparams, SearchSpace, Task
@@ -194,7 +194,7 @@ def open_storage(
                         engine_kwargs=engine_kwargs,
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period if heartbeat_interval is not None else None,
-                        heartbeat_stale_trial_callback=retry_callback() if heartbeat_interval else None,
+                        heartbeat_stale_trial_callback=RetryDeadWorker() if heartbeat_interval else None,
                     )
                 if file is not None and not for_reading and os.access(file, os.W_OK):
                     sqlalchemy.event.listen(rdb.engine, "begin", _begin_immediate)
@@ -381,11 +381,13 @@ class StudySession:
         config: StudyConfig,
         storage_url: str,
         *,
+        storage: optuna.storages.BaseStorage,
         dataset: Dataset | None = None,
     ) -> None:
         self.study = study
         self.config = config
         self.storage_url = storage_url
+        self.storage = storage  # the study's, as open_storage opened it
         self._dataset = dataset
 
     @property
@@ -556,7 +558,8 @@ def open_session(
         raise no_study(backend, study_name, url)
     config = merge_config(given or {}, recorded)
     if read_only and recorded is not None:
-        return StudySession(optuna.load_study(study_name=study_name, storage=backend), config, url)
+        loaded = optuna.load_study(study_name=study_name, storage=backend)
+        return StudySession(loaded, config, url, storage=backend)
     if recorded is None:  # recorded absolute: other processes open it from other directories
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
         config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
@@ -617,7 +620,7 @@ def open_session(
             # repeat its trials. QMC and grid samplers continue their sequence from the storage.
             reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
             study.sampler = make_sampler(reseeded, dataset=dataset)
-    return StudySession(study, config, url, dataset=dataset)
+    return StudySession(study, config, url, storage=backend, dataset=dataset)
 
 
 def _refuse_bad_input(given: dict[str, Any], *, load: bool) -> Dataset | None:
@@ -701,7 +704,7 @@ def run_trials(
     from optuna_rnn.dashboard import StudyDashboard
 
     with shutdown.deferred():  # a trial half requeued would be lost for good
-        requeue_orphaned(session.study, session.checkpoints_dir)
+        requeue_orphaned(session.study, session.checkpoints_dir, storage=session.storage)
         finished = session.finished()
         if finished < n_trials:  # else a run raising the total later retries them
             requeue_interrupted(session.study, session.checkpoints_dir)

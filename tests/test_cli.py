@@ -457,3 +457,16 @@ def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(
     assert cli_in_process(*args).returncode == 0
     note = get_note(load(tmp_path, "digits"))
     assert note != "stale" and "sampler: **tpe**" in note
+
+
+@pytest.mark.parametrize("command", ["report", "best"])
+def test_a_command_other_than_run_stopped_by_ctrl_c_exits_130(cli_in_process, monkeypatch, command) -> None:
+    from optuna_rnn import cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt  # as Ctrl-C halfway through writing the report or the export
+
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    out = cli_in_process(command, "--study", "s", *(("--out", "r") if command == "report" else ()))
+    assert out.returncode == 130  # its output is incomplete: a script must not carry on
+    assert out.stderr.strip() == "optuna-rnn: interrupted"

@@ -20,13 +20,13 @@ from optuna_rnn.recovery import (
     INTERRUPTED,
     STALE_CLAIM_SECONDS,
     WORKER_ID_ATTR,
+    RetryDeadWorker,
     checkpoints_dir,
     drop_leftovers,
     heartbeat_settings,
     mark_interrupted,
     requeue_interrupted,
     requeue_orphaned,
-    retry_callback,
 )
 from optuna_rnn.study import (
     default_artifacts_dir,
@@ -53,6 +53,10 @@ def test_heartbeat_defaults_and_overrides(monkeypatch) -> None:
     assert heartbeat_settings() == (2, 6)
     monkeypatch.setenv(GRACE_ENV, "5")
     assert heartbeat_settings() == (2, 5)
+    monkeypatch.setenv(GRACE_ENV, "3")  # shorter than two heartbeats: live trials would look dead
+    with pytest.raises(UsageError, match="at least twice the heartbeat interval"):
+        heartbeat_settings()
+    monkeypatch.setenv(GRACE_ENV, "5")
     monkeypatch.setenv(HEARTBEAT_ENV, "0")
     assert heartbeat_settings() == (None, None)
     monkeypatch.setenv(HEARTBEAT_ENV, "soon")
@@ -183,22 +187,54 @@ def test_a_claim_left_by_a_process_killed_before_queueing_is_taken_over(tmp_path
 def test_a_trial_whose_worker_died_before_recording_itself_is_retried_once_it_is_old(
     tmp_path, monkeypatch
 ) -> None:
-    study = optuna.create_study()
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
     study.ask({"x": FloatDistribution(0, 1)})  # RUNNING with no worker recorded: killed while sampling
-    assert requeue_orphaned(study, tmp_path) == []  # young: its worker may still be sampling
+    assert requeue_orphaned(study, tmp_path, storage=storage) == []  # young: its worker may be sampling
     monkeypatch.setattr(recovery, "OWNERLESS_STALE_SECONDS", -1.0)
-    assert requeue_orphaned(study, tmp_path) == [0]
+    assert requeue_orphaned(study, tmp_path, storage=storage) == [0]
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
     assert study.trials[1].params == study.trials[0].params
-    assert requeue_orphaned(study, tmp_path) == []
+    assert requeue_orphaned(study, tmp_path, storage=storage) == []
     # A stalled worker whose trial the heartbeat failed, and which took the retry up itself: the
     # retry carries the same (live) worker id as the trial it continues, and is left alone.
-    other = optuna.create_study()
+    storage = optuna.storages.InMemoryStorage()
+    other = optuna.create_study(storage=storage)
     _add(other, TrialState.FAIL, **{WORKER_ID_ATTR: this_process()})
-    retry_callback()(other, other.trials[0])  # queued, as the heartbeat does
+    RetryDeadWorker()(other, other.trials[0])  # queued, as the heartbeat does
     taken = other.ask()  # by the same worker, awake again: it carries the inherited id
     assert taken.user_attrs[WORKER_ID_ATTR] == this_process()
-    assert requeue_orphaned(other, tmp_path) == []
+    assert requeue_orphaned(other, tmp_path, storage=storage) == []
+
+
+def test_an_orphan_of_a_finished_grid_is_retried_rather_than_stopping_the_run(tmp_path, monkeypatch) -> None:
+    storage = open_storage(str(tmp_path / "j.log"))  # a journal file: no heartbeat
+    grid = optuna.samplers.GridSampler({"x": [0.0, 1.0]})
+    study = optuna.create_study(storage=storage, sampler=grid)
+    first = study.ask({"x": FloatDistribution(0, 1)})
+    study.tell(first, 1.0)
+    study.ask({"x": FloatDistribution(0, 1)})  # the grid's last point, its worker killed while sampling
+    monkeypatch.setattr(recovery, "OWNERLESS_STALE_SECONDS", -1.0)
+    # closing it through the study would call the grid's after_trial, which stops the study:
+    # outside optimize that raised, and the run lost the trial
+    assert requeue_orphaned(study, tmp_path, storage=storage) == [1]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[2].params == study.trials[1].params
+
+
+def test_a_trial_resumed_after_an_interruption_is_still_retried_when_its_worker_dies(tmp_path) -> None:
+    study = optuna.create_study()
+    _add(study, TrialState.FAIL, stop_reason=INTERRUPTED)
+    assert requeue_interrupted(study, tmp_path) == [0]
+    resumed = study.ask()  # trial 1 continues trial 0, and then its worker is killed
+    study.tell(resumed, state=TrialState.FAIL)
+    assert RetryDeadWorker().retry(study, study.trials[1])  # the heartbeat's callback: a first death
+    assert study.trials[2].state == TrialState.WAITING
+    assert study.trials[2].system_attrs["retry_history"] == [0, 1]
+    again = study.ask()  # the retry's worker dies too: the trial may be what kills them
+    study.tell(again, state=TrialState.FAIL)
+    assert not RetryDeadWorker().retry(study, study.trials[2])
+    assert len(study.trials) == 3
 
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
