@@ -30,7 +30,15 @@ DEFAULT_N_TRIALS = 30
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage as one line and exit code 2."""
+    """argparse that reports bad usage as one line and exit code 2.
+
+    Abbreviated options are refused: ``--datas`` must not pass for ``--dataset`` (a study
+    script refuses a different dataset by the option's full name), and a typo should not
+    silently mean whichever option it happens to begin.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -195,6 +195,10 @@ class DatasetSpec:
             raise UsageError(f"unknown dataset {self.name!r}; built-in datasets: {', '.join(DATASETS)}")
         if self.horizon < 1:
             raise UsageError(f"--horizon must be >= 1, got {self.horizon}")
+        if self.name is not None and (self.target is not None or self.horizon != 1):
+            raise UsageError(
+                f"target and horizon apply to data files only; built-in {self.name!r} has its own"
+            )
 
     @property
     def label(self) -> str:

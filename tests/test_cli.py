@@ -443,6 +443,14 @@ def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     assert other.stderr.strip() == (
         "studies/sunspots.py: error: this script tunes on 'sunspots'; for other data use optuna-rnn run"
     )
+    # an abbreviation of --dataset must not slip past that check and tune digits
+    abbreviated = subprocess.run(
+        [sys.executable, script, "--datas", "digits", "--n-trials", "1"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --datas digits" in abbreviated.stderr
 
 
 def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optuna_rnn import load_dataset
+from optuna_rnn import DatasetSpec, load_dataset
 from optuna_rnn.cli import main
 from optuna_rnn.data import ForecastSeries, chronological_bounds, fill_gaps
 from optuna_rnn.datasets import DATASETS
@@ -31,7 +31,7 @@ socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 
-from optuna_rnn import load_dataset
+from optuna_rnn import DatasetSpec, load_dataset
 from optuna_rnn.cli import main
 from optuna_rnn.data import ForecastSeries
 
@@ -247,3 +247,11 @@ def test_datasets_command_lists_task_shape_source_and_how_data_is_cleaned(
         assert dataset.task in row and dataset.shape in row and dataset.source in row
     text = " ".join(stdout.split())
     assert "co2: Weekly atmospheric CO2" in text and "linear interpolation" in text
+
+
+def test_a_builtin_dataset_refuses_a_target_or_horizon_of_its_own() -> None:
+    # recorded on the study, they would claim a forecast the data never made
+    with pytest.raises(UsageError, match="target and horizon apply to data files only; built-in 'sunspots'"):
+        DatasetSpec(name="sunspots", horizon=5)
+    with pytest.raises(UsageError, match="apply to data files only"):
+        DatasetSpec(name="co2", target="bogus")
