@@ -72,7 +72,7 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{path}: not a readable CSV ({reason})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = _named_columns(path, frame)
     if frame.empty:
         raise UsageError(f"{path}: no data rows below the header")
     time_cols = [c for c in frame.columns if c.lower() in TIME_COLUMNS]
@@ -108,6 +108,37 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
             + ". Chronological 70/15/15 split; scaling fit on the training span only."
         ),
     )
+
+
+def _named_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the header's own names: pandas renames a repeated name (``x.1``) and
+    invents ``Unnamed: k`` for a blank one, so a typo in the header would pass unnoticed.
+
+    A blank last name over an empty column (the trailing comma of a spreadsheet export) is
+    dropped; any other blank or repeated name is refused.
+    """
+    header = _header_row(path)
+    if len(header) != frame.shape[1]:  # pandas read the header differently: keep its names
+        frame.columns = [str(c).strip() for c in frame.columns]
+        return frame
+    if header and not header[-1] and frame.iloc[:, -1].isna().all():
+        header, frame = header[:-1], frame.iloc[:, :-1]
+    for number, name in enumerate(header, start=1):
+        if not name:
+            raise UsageError(f"{path}: column {number} of the header has no name; name every column")
+        if header.index(name) != number - 1:
+            raise UsageError(f"{path}: column {name!r} appears twice in the header; names must differ")
+    frame.columns = header
+    return frame
+
+
+def _header_row(path: Path) -> list[str]:
+    """The first non-blank row of a CSV file, each name stripped (as pandas reads the header)."""
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        for row in csv.reader(file, skipinitialspace=True):
+            if any(cell.strip() for cell in row):
+                return [cell.strip() for cell in row]
+    return []
 
 
 def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:

@@ -107,6 +107,20 @@ def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: 
         read_csv(tmp_path / "extra.csv")
 
 
+def test_csv_header_names_are_the_files_own(tmp_path: Path) -> None:
+    rows = series_rows(60)
+    # a spreadsheet export: a trailing comma on the header and on every row
+    exported = write_csv(tmp_path / "export.csv", [r + "," for r in rows], header="date,x,y,")
+    assert read_csv(exported).columns == ("x", "y")
+    # pandas would rename the second x to x.1 and a blank name to 'Unnamed: 1', and load them
+    with pytest.raises(UsageError, match="column 'x' appears twice in the header; names must differ"):
+        read_csv(write_csv(tmp_path / "twice.csv", rows, header="date,x,x"))
+    with pytest.raises(UsageError, match="column 2 of the header has no name; name every column"):
+        read_csv(write_csv(tmp_path / "blank.csv", rows, header="date,,y"))
+    quoted = write_csv(tmp_path / "quoted.csv", rows, header='\ufeffdate, "x, raw" ,y')
+    assert read_csv(quoted).columns == ("x, raw", "y")  # a byte-order mark, a quoted comma, spaces
+
+
 def test_every_class_keeps_a_training_sequence_when_the_split_cannot_be_stratified() -> None:
     # 10 classes of 2 sequences: 3 test and 3 validation sequences cannot hold every class.
     y = np.repeat(np.array([f"c{i}" for i in range(10)]), 2)
