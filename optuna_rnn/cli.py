@@ -247,15 +247,14 @@ def check_timeout(timeout: float | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
-    from optuna_rnn.study import mask_url, open_session, run_trials, storage_url
+    from optuna_rnn.study import mask_url, open_session, run_trials
 
     check_n_trials(args.n_trials)
     check_device(args.device)
     check_timeout(args.timeout)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > 1 and re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", storage_url(args.storage)):
-        raise UsageError("--workers N needs a storage its processes share, not an in-memory SQLite database")
+    refuse_in_memory(args.storage)
     given = given_config(args)
     name = args.study
     if name is None:
@@ -267,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name,
         storage=args.storage,
         given=given,
-        create=True,
+        create="dataset" in given,  # without data it resumes: a misspelt name must not start a study
         heartbeat_interval=interval,
         grace_period=grace,
     )
@@ -302,6 +301,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def refuse_in_memory(storage: str | None) -> None:
+    """Refuse an in-memory SQLite database: it ends with the process that opened it."""
+    from optuna_rnn.study import storage_url
+
+    if re.fullmatch(r"sqlite(\+\w+)?://(/:memory:)?", storage_url(storage)):
+        raise UsageError(
+            "an in-memory SQLite database ends with the run: nothing could resume it, show it in the "
+            "dashboard or share it with workers; give a file such as sqlite:///optuna-rnn.db"
+        )
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import heartbeat_settings
     from optuna_rnn.study import open_session, run_trials
@@ -312,6 +322,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     check_device(args.device)
     check_timeout(args.timeout)
+    refuse_in_memory(args.storage)
     interval, grace = heartbeat_settings()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     set_threads(1, threads=args.threads)

@@ -94,7 +94,7 @@ def mask_secrets(text: str, url: str | None = None) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or ``None`` for other storages."""
-    if not url.startswith("sqlite:///"):
+    if not re.match(r"sqlite(\+pysqlite)?:///", url):  # the standard library's driver, named or not
         return None
     return Path(sqlalchemy.engine.make_url(url).database or "")  # decoded, as SQLAlchemy opens it: %20 is ' '
 
@@ -544,7 +544,10 @@ def open_session(
     its data are loaded only if asked for, so they work where the data file is not.
     """
     url = storage_url(storage)
-    given_data = _refuse_bad_input(given or {}, load=create)
+    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    # Opening a storage file creates it: a study it would certainly hold is checked whole first.
+    new_file = create and file is not None and not file.exists()
+    given_data = _refuse_bad_input(given or {}, load=create, whole=new_file)
     backend = open_storage(
         url,
         must_exist=not create,
@@ -623,17 +626,26 @@ def open_session(
     return StudySession(study, config, url, storage=backend, dataset=dataset)
 
 
-def _refuse_bad_input(given: dict[str, Any], *, load: bool) -> Dataset | None:
+def _refuse_bad_input(given: dict[str, Any], *, load: bool, whole: bool = False) -> Dataset | None:
     """Refuse bad options and, with ``load``, bad data before a storage (a new SQLite file) is
-    opened: a typo must not leave an empty database behind. Returns the data it loaded."""
+    opened: a typo must not leave an empty database behind. Returns the data it loaded.
+
+    ``whole`` (the storage does not exist yet, so no recorded configuration can change what
+    is given) also checks what only the options and data together decide: a window range
+    the series cannot serve, a grid too large to enumerate.
+    """
     if not given:
         return None
-    StudyConfig(**{"dataset": DatasetSpec(name="digits"), **given})  # checks each option given
+    config = StudyConfig(**{"dataset": DatasetSpec(name="digits"), **given})  # checks each option given
     spec = given.get("dataset")
     if not isinstance(spec, DatasetSpec):
         return None
     if load:
-        return spec.load()
+        data = spec.load()
+        if whole:
+            fit_space(config.space, data)
+            make_sampler(config, dataset=data)
+        return data
     if spec.path is not None and not Path(spec.path).is_file():
         spec.load()  # raises the reader's own message: file not found, not a file
     return None

@@ -298,6 +298,31 @@ def test_a_sqlite_url_with_options_is_refused_rather_than_named_after_them(run_c
     assert list(tmp_path.iterdir()) == []
 
 
+def test_input_that_cannot_start_a_study_creates_no_storage_file(cli_in_process, tmp_path) -> None:
+    (tmp_path / "window.toml").write_text("window = 500\n")
+    in_memory = (
+        "an in-memory SQLite database ends with the run: nothing could resume it, show it in the "
+        "dashboard or share it with workers; give a file such as sqlite:///optuna-rnn.db"
+    )
+    cases = [
+        (("run", "--study", "digits"), "storage sqlite:///optuna-rnn.db does not exist"),  # a resume
+        (("run", "--dataset", "sunspots", "--space", "window.toml"), "too few for window 500"),
+        (("run", "--dataset", "digits", "--sampler", "grid"), "the grid over this space has"),
+        (("run", "--dataset", "digits", "--storage", "j.log", "--sampler", "grid"), "the grid over"),
+        (
+            ("best", "--study", "s", "--storage", "sqlite+pysqlite:///s.db"),
+            "sqlite+pysqlite:///s.db does not",
+        ),
+        (("run", "--dataset", "digits", "--storage", "sqlite://"), in_memory),
+        (("run", "--dataset", "digits", "--storage", "sqlite:///:memory:", "--workers", "2"), in_memory),
+        (("worker", "--study", "digits", "--storage", "sqlite+pysqlite://"), in_memory),
+    ]
+    for args, message in cases:
+        out = cli_in_process(*args)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        assert [p.name for p in tmp_path.iterdir()] == ["window.toml"], args
+
+
 def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(cli_in_process, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
     optuna.create_study(study_name="plain", storage=url)
@@ -342,6 +367,10 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
         (
             ("best", "--study", "missing"),
             "no study named 'missing' in sqlite:///optuna-rnn.db (studies there: digits)",
+        ),
+        (
+            ("run", "--study", "digit"),
+            "no study named 'digit' in sqlite:///optuna-rnn.db (studies there: digits)",
         ),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
         (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed must be in [0, 42"),

@@ -321,16 +321,6 @@ def test_an_unreachable_database_is_one_line_without_the_password(cli_in_process
     assert out.returncode == 2 and "s3cr3t" not in out.stderr and "alice:***@" in out.stderr
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
-def test_workers_on_a_private_in_memory_database_are_refused(run_cli, tmp_path, url: str) -> None:
-    out = run_cli("run", "--dataset", "digits", "--storage", url, "--workers", "2")
-    assert out.returncode == 2
-    assert out.stderr.strip() == (
-        "optuna-rnn: error: --workers N needs a storage its processes share, not an in-memory SQLite database"
-    )
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials(
     run_cli, tmp_path, slow_space
 ) -> None:
