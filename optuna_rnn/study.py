@@ -99,6 +99,22 @@ def sqlite_path(url: str) -> Path | None:
     return Path(sqlalchemy.engine.make_url(url).database or "")  # decoded, as SQLAlchemy opens it: %20 is ' '
 
 
+def _check_journal(path: Path, masked: str) -> None:
+    """Refuse an existing file that is not an Optuna journal: a study opened on it would append
+    Optuna's records to someone's notes before failing to read them."""
+    try:
+        with path.open("rb") as file:
+            first = next((line for line in file if line.strip()), b"")
+    except OSError:
+        return  # missing (a new journal) or unreadable: opening it says why
+    try:
+        record = json.loads(first) if first else {}
+    except ValueError:  # not JSON, or not UTF-8
+        record = None
+    if not isinstance(record, dict) or (first and "op_code" not in record):
+        raise UsageError(f"storage {masked} is not an Optuna journal file; give a new file name")
+
+
 def is_journal_path(url: str) -> bool:
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
 
@@ -169,6 +185,8 @@ def open_storage(
             return storage
         if is_journal_path(url):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            _check_journal(Path(url), masked)
 
             return JournalStorage(JournalFileBackend(url))
         if "://" not in url:

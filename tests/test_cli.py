@@ -323,6 +323,19 @@ def test_input_that_cannot_start_a_study_creates_no_storage_file(cli_in_process,
         assert [p.name for p in tmp_path.iterdir()] == ["window.toml"], args
 
 
+def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(cli_in_process, tmp_path) -> None:
+    notes = tmp_path / "notes.log"
+    notes.write_text("2026-11-27 my training notes\n")
+    for args in (("run", "--dataset", "digits"), ("best", "--study", "digits")):
+        out = cli_in_process(*args, "--storage", str(notes))
+        assert out.returncode == 2
+        assert (
+            out.stderr
+            == f"optuna-rnn: error: storage {notes} is not an Optuna journal file; give a new file name\n"
+        )
+    assert notes.read_text() == "2026-11-27 my training notes\n"  # Optuna appended its records before
+
+
 def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(cli_in_process, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna-rnn.db'}"
     optuna.create_study(study_name="plain", storage=url)
