@@ -72,8 +72,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _split(text: str) -> dict[str, str]:
+    """RESULTS.md's sections by name. A section holding a second ``## `` heading lost its marker
+    (a hand edit): rewriting the first would silently drop the second, so that is an error."""
     parts = re.split(r"^<!-- section: (\w+) -->\n", text, flags=re.M)
-    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    sections = {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    for name, body in sections.items():
+        headings = re.findall(r"^## .*", body, flags=re.M)
+        if len(headings) > 1:
+            raise SystemExit(
+                f"RESULTS.md: section {name!r} also holds {headings[1]!r}; put its "
+                "'<!-- section: NAME -->' marker back above it before re-running"
+            )
+    return sections
 
 
 def _write(path: common.Path, sections: dict[str, str], *, quick: bool) -> None:
