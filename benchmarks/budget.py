@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_rnn import Choice, DatasetSpec, SearchSpace
+from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.study import FINISHED, open_session
 
 # method -> (sampler, pruner) as `optuna-rnn run` names them
@@ -112,6 +113,7 @@ def run_budget(
         objective = session.objective(device="cpu")
         spent = [0]
         curve: list[tuple[int, float]] = []
+        within: set[int] = set()  # trials finished within the budget
         better = objective.metric.better
 
         def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -120,14 +122,17 @@ def run_budget(
             if trial.state == TrialState.COMPLETE and trial.value is not None and better(trial.value, best):
                 best = trial.value
             curve.append((spent[0], best))
+            if spent[0] <= budget:
+                within.add(trial.number)
             if spent[0] >= budget or (enqueue is not None and trial.number + 1 >= len(enqueue)):
                 study.stop()
 
         study.optimize(objective, callbacks=[account])
-        trials = study.get_trials(deepcopy=False, states=FINISHED)
+        # The trial that crossed the budget ran epochs past it: like the curve's values at the
+        # budget, the best trial, its test metric and the trial count stop before it.
+        trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.number in within]
         ordered = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-        test = session.best_test()
-        best = session.best_trial()
+        best = next((t for t in ranked_complete(study) if t.number in within), None)
         return BudgetRun(
             dataset=dataset,
             method=method,
@@ -138,7 +143,7 @@ def run_budget(
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
             best_params=best.params if best else {},
             all_params=[t.params for t in ordered],
-            test_value=test["test_value"] if test else None,
+            test_value=session.test_value(best) if best else None,
             states=[t.state.name for t in ordered],
             best_number=best.number if best else None,
         )

@@ -491,6 +491,14 @@ class StudySession:
         ranked = ranked_complete(self.study)
         return ranked[0] if ranked else None
 
+    def test_value(self, trial: FrozenTrial) -> float:
+        """The test metric of ``trial``'s saved weights (the test split is never used to select)."""
+        payload = download_model_payload(artifact_store(self.artifacts_dir, create=False), trial)
+        _check_same_data(self.study, self.dataset)  # a test split cut from other data would not compare
+        model = model_from_payload(payload)
+        hp = Hyperparams(**payload["hyperparams"])
+        return Trainer(device="cpu").evaluate(model, self.dataset.windowed(hp.window), "test")
+
     def best_test(self) -> dict[str, Any] | None:
         """The best trial's test metric, computed once from its saved weights and recorded."""
         best = self.best_trial()
@@ -499,16 +507,10 @@ class StudySession:
         recorded = self.study.user_attrs.get(BEST_TEST_ATTR)
         if isinstance(recorded, dict) and recorded.get("trial") == best.number:
             return recorded
-        payload = download_model_payload(artifact_store(self.artifacts_dir, create=False), best)
-        _check_same_data(self.study, self.dataset)  # a test split cut from other data would not compare
-        model = model_from_payload(payload)
-        hp = Hyperparams(**payload["hyperparams"])
-        data = self.dataset.windowed(hp.window)
-        value = Trainer(device="cpu").evaluate(model, data, "test")
         record = {
             "trial": best.number,
-            "metric": metric_for(data.task).name,
-            "test_value": value,
+            "metric": metric_for(self.dataset.task).name,
+            "test_value": self.test_value(best),
             "validation_value": best.value,
         }
         unwritable = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError, OSError)

@@ -11,12 +11,15 @@ CELLS_GATES = [("lstm", 4), ("gru", 3), ("rnn", 1)]
 
 
 def blocks(model: torch.nn.Module, prefix: str, gates: int) -> list[torch.Tensor]:
-    return [
+    """Each gate's block of every ``prefix`` weight; never empty, so loops over it check something."""
+    found = [
         block
         for name, p in model.rnn.named_parameters()
         if name.startswith(prefix)
         for block in p.detach().chunk(gates, dim=0)
     ]
+    assert found and len(found) % gates == 0, f"no {prefix} weights of {gates} gates"
+    return found
 
 
 @pytest.mark.parametrize(("cell", "gates"), CELLS_GATES)
@@ -70,13 +73,17 @@ def test_recurrent_initialiser_other_than_orthogonal() -> None:
 def test_lstm_forget_gate_bias() -> None:
     hp = Hyperparams(cell="lstm", hidden_size=7, num_layers=2, bidirectional=True, forget_bias=1.7)
     model = build_model(hp, input_size=3, output_size=2)
+    seen = {"bias_ih": 0, "bias_hh": 0}
     for name, p in model.rnn.named_parameters():
         if name.startswith("bias_ih"):
             i, f, g, o = p.detach().chunk(4)
             assert torch.all(f == 1.7)
             assert torch.all(torch.cat([i, g, o]) == 0)
+            seen["bias_ih"] += 1
         elif name.startswith("bias_hh"):
             assert torch.all(p == 0)
+            seen["bias_hh"] += 1
+    assert seen == {"bias_ih": 4, "bias_hh": 4}  # 2 layers x 2 directions
 
 
 def test_output_shapes_and_bidirectional_head() -> None:
