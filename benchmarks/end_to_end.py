@@ -61,11 +61,11 @@ def package_study(
 
 
 def hand_study(
-    data: SequenceData, seed: int, *, n_trials: int, device: str = "cpu"
+    data: SequenceData, seed: int, *, n_trials: int, max_epochs: int, device: str = "cpu"
 ) -> tuple[float, optuna.Study]:
     """The hand-written study's wall-clock seconds, and the study."""
     t0 = time.perf_counter()
-    study = run_handwritten_study(data, n_trials=n_trials, seed=seed, device=device)
+    study = run_handwritten_study(data, n_trials=n_trials, seed=seed, device=device, max_epochs=max_epochs)
     return time.perf_counter() - t0, study
 
 
@@ -83,7 +83,7 @@ def run(*, quick: bool = False) -> Section:
     rows, ratios, same_ratios, parallel_ratios = [], [], [], []
     # untimed warm-up of both sides: the first study in a process would pay torch's one-off set-up
     package_study(0, n_trials=1, max_epochs=1)
-    run_handwritten_study(data, n_trials=1, seed=0)
+    run_handwritten_study(data, n_trials=1, seed=0, max_epochs=1)
     at_least_as_good = parallel_good = 0
 
     sides = {
@@ -91,7 +91,7 @@ def run(*, quick: bool = False) -> Section:
         "same": lambda seed: package_study(
             seed, n_trials=n_trials, max_epochs=max_epochs, like_handwritten=True
         ),
-        "hand": lambda seed: hand_study(data, seed, n_trials=n_trials),
+        "hand": lambda seed: hand_study(data, seed, n_trials=n_trials, max_epochs=max_epochs),
         "workers": lambda seed: package_study(seed, n_trials=n_trials, max_epochs=max_epochs, workers=2),
     }
     for seed in seeds:

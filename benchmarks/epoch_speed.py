@@ -33,7 +33,7 @@ from optuna_rnn.data import SequenceData
 from optuna_rnn.training import Callback, TrainState, iterate_batches, make_optimizer
 
 BATCH = 64
-REPEATS = 3
+REPEATS = 5
 CPU = torch.device("cpu")
 CASE_COLUMNS = ["dataset", "length", "cell", "hidden"]  # what measure() gives for each case
 

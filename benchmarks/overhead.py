@@ -22,7 +22,8 @@ trials; charging it to the few trials measured here would overstate the per-tria
 Part of it is Optuna's own and would be paid by any objective on the same storage, sampler and
 pruner: **Optuna alone** replays the measured trials' shape with no training at all (ask with
 the package's TPE, the search space's suggestions, one report and pruning check per epoch of
-each trial's learning curve, tell) and is shown as a share of the same trials with bare training.
+each trial's learning curve, tell), with the row's own pruning check, and is shown as a share of
+the same trials with bare training.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from benchmarks.common import Section, machine, table
-from optuna_rnn import DATASETS, DatasetSpec, Objective, Trainer, build_model
+from optuna_rnn import DATASETS, DatasetSpec, Objective, PruningSnapshot, Trainer, build_model
 from optuna_rnn.study import StudySession, open_session, open_storage, run_trials
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -85,18 +86,29 @@ def replay(session: StudySession, trials: list[optuna.trial.FrozenTrial]) -> flo
     return time.perf_counter() - t0
 
 
-def optuna_alone(session: StudySession, trials: list[optuna.trial.FrozenTrial]) -> float:
-    """Seconds Optuna needs for ``trials``' sampling, reports, pruning checks and results, untrained."""
+def optuna_alone(
+    session: StudySession, trials: list[optuna.trial.FrozenTrial], *, snapshot: bool = True
+) -> float:
+    """Seconds Optuna needs for ``trials``' sampling, reports, pruning checks and results, untrained.
+
+    The pruning check is the one the measured trials had: a :class:`PruningSnapshot` (``snapshot``)
+    or Optuna's ``should_prune``.
+    """
     study = session.study
     space = session.objective(device="cpu").space
     task = session.dataset.task
+    judge = PruningSnapshot(study) if snapshot else None
     t0 = time.perf_counter()
     for t in trials:
         trial = study.ask()
         space.suggest(trial, task=task)
+        reported: dict[int, float] = {}
         for step, value in sorted(t.intermediate_values.items()):
             trial.report(value, step)
-            trial.should_prune()
+            reported[step] = value
+            judge.should_prune(trial, reported) if judge else trial.should_prune()
+        if judge:
+            judge.forget(trial)
         if t.state == TrialState.COMPLETE:
             study.tell(trial, t.value)
         else:
@@ -142,7 +154,7 @@ def measure(
         wall = (last - first).total_seconds()
         epochs = sum(sum(t.user_attrs["curve"]["seconds"]) for t in new)
         bare = replay(session, new)
-        alone = optuna_alone(session, new)
+        alone = optuna_alone(session, new, snapshot=snapshot)
         return {
             "alone": alone / len(new),
             "alone_share": alone / (alone + bare),
@@ -231,9 +243,9 @@ def run(*, quick: bool = False) -> Section:
         "(trials s - bare training s) / trials s, where 'bare training' is a replay of the same trainings "
         "with a bare trainer; 'outside epochs' subtracts the epochs' own compute time instead. "
         "'Optuna alone' is the same trials' sampling, "
-        "reports, pruning checks and results with no training: what any objective pays on that storage "
-        "with that sampler and pruner, asking `should_prune` at every epoch; its share is of Optuna alone "
-        "plus bare training. 'pruning check' is how the "
+        "reports, pruning checks (the row's own) and results with no training: what any objective pays "
+        "on that storage with that sampler and pruner; its share is of Optuna alone plus bare training. "
+        "'pruning check' is how the "
         "package's trials were judged: against the worker's `PruningSnapshot` of the completed trials "
         "(the default), or by Optuna's `should_prune` at every epoch, as a hand-written objective does.\n\n"
         + table(
