@@ -323,6 +323,41 @@ def test_input_that_cannot_start_a_study_creates_no_storage_file(cli_in_process,
         assert [p.name for p in tmp_path.iterdir()] == ["window.toml"], args
 
 
+def test_storage_comes_from_the_environment_unless_given_and_models_go_where_asked(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    env = {"OPTUNA_RNN_STORAGE": f"sqlite:///{tmp_path / 'env.db'}"}
+    args = ("--space", str(tiny_space), "--n-trials", "2", *FAST)
+    out = cli_in_process("run", "--dataset", "digits", "--artifacts", "models", *args, **env)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "env.db").exists() and not (tmp_path / "optuna-rnn.db").exists()
+    assert not (tmp_path / "optuna-rnn-artifacts").exists() and any((tmp_path / "models").iterdir())
+    # best finds the weights through the recorded --artifacts, from another directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    best = cli_in_process("best", "--study", "digits", "--export", str(elsewhere / "b.pt"), **env)
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["test_metric"] > 0.5 and (elsewhere / "b.pt").exists()
+    # --storage overrides the environment
+    out = cli_in_process(
+        "best", "--study", "digits", "--storage", f"sqlite:///{tmp_path / 'other.db'}", **env
+    )
+    assert out.returncode == 2 and "other.db does not exist" in out.stderr
+
+
+def test_a_run_stopped_by_its_timeout_exits_0_and_the_next_run_goes_on(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    args = ("run", "--dataset", "digits", "--space", str(tiny_space), "--max-epochs", "2", "-q")
+    out = cli_in_process(*args, "--n-trials", "500", "--timeout", "1")
+    assert out.returncode == 0, out.stderr
+    finished = len(load(tmp_path, "digits").trials)
+    assert 1 <= finished < 500  # Optuna starts no trial after the timeout; the one running finishes
+    out = cli_in_process("run", "--study", "digits", "--n-trials", str(finished + 2), "-q")
+    assert out.returncode == 0, out.stderr
+    assert len(load(tmp_path, "digits").trials) == finished + 2
+
+
 def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(cli_in_process, tmp_path) -> None:
     notes = tmp_path / "notes.log"
     notes.write_text("2026-11-27 my training notes\n")

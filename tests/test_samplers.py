@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace
-from optuna_rnn.config import SAMPLERS
+from optuna_rnn.config import PRUNERS, SAMPLERS
 from optuna_rnn.recovery import CHECKPOINT_ATTR, INTERRUPTED
-from optuna_rnn.study import open_session, run_trials
+from optuna_rnn.study import make_pruner, open_session, run_trials
 
 # Two parameters searched, so that the grid is small; the rest fixed.
 SPACE = SearchSpace(
@@ -43,6 +43,34 @@ def test_each_sampler_runs_past_its_start_up_trials(sampler: str, tmp_path: Path
     assert TrialState.FAIL not in states, [t.user_attrs.get("stop_reason") for t in session.study.trials]
     expected = 9 if sampler == "grid" else 12  # the grid holds 3 x 3 points
     assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == expected
+
+
+@pytest.mark.parametrize("pruner", [p for p in PRUNERS if p != "median"])  # the default runs in most tests
+def test_each_pruner_runs_a_study_reporting_every_epoch(pruner: str, tmp_path: Path) -> None:
+    given = {"dataset": DatasetSpec(name="digits"), "space": SPACE, "pruner": pruner, "seed": 0}
+    given["max_epochs"] = 4
+    session = open_session("p", storage=f"sqlite:///{tmp_path / 'p.db'}", given=given, create=True)
+    run_trials(session, n_trials=8, device="cpu", progress=False)
+    trials = session.study.trials
+    assert [t.state for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
+    assert len(trials) == 8 and session.config.pruner == pruner
+    for t in trials:  # each epoch trained was reported to the pruner, a pruned trial's last included
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))
+    if pruner == "none":
+        assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_the_default_pruner_judges_from_the_first_epoch_once_two_trials_completed() -> None:
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", max_epochs=10))
+    study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.9}))
+    running = study.ask()
+    running.report(0.1, 1)  # a poor first epoch
+    assert not running.should_prune()  # one completed trial: still starting up
+    study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.8}))
+    assert running.should_prune()  # two: the first epoch is judged, no warm-up beyond it
+    better = study.ask()
+    better.report(0.95, 1)
+    assert not better.should_prune()
 
 
 def test_a_trial_interrupted_after_the_total_was_reached_waits_for_a_larger_run(tmp_path: Path) -> None:
