@@ -55,3 +55,17 @@ def test_the_readmes_options_are_the_commands_own(capsys) -> None:
     named = set(re.findall(r"`(--[a-z-]+ [A-Z]+)", README.read_text(encoding="utf-8")))
     assert len(named) > 10
     assert sorted(option for option in named if not re.search(re.escape(option) + r"\b", helps)) == []
+
+
+def test_the_readmes_choices_are_the_commands_own() -> None:
+    from optuna_rnn.config import PRUNERS, SAMPLERS
+
+    text = README.read_text(encoding="utf-8")
+    for option, choices in (
+        ("--sampler", SAMPLERS),
+        ("--pruner", PRUNERS),
+        ("--device", ("auto", "cpu", "cuda")),
+    ):
+        shown = re.findall(re.escape(option) + r" ([a-z-]+(?:\|[a-z-]+)+)`", text)
+        assert shown, option
+        assert all(tuple(s.split("|")) == tuple(choices) for s in shown), (option, shown)

@@ -157,3 +157,19 @@ def test_the_progress_bar_counts_other_workers_trials(tmp_path: Path, capsys) ->
     run_trials(session, n_trials=3, device="cpu", progress=True, callbacks=[another_worker_finishes_one])
     assert len(session.study.trials) == 3
     assert " 3/3 " in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_seeded_study_repeats_with_its_resumes_and_trial_n_trains_with_seed_plus_n(tmp_path: Path) -> None:
+    def two_runs(name: str) -> list[optuna.trial.FrozenTrial]:
+        given = {"dataset": DatasetSpec(name="digits"), "space": SPACE, "seed": 3, "max_epochs": 1}
+        url = f"sqlite:///{tmp_path / name}"
+        run_trials(open_session("s", storage=url, given=given, create=True), n_trials=4, progress=False)
+        resumed = open_session("s", storage=url, given=given, create=True)  # a second run: resumes
+        run_trials(resumed, n_trials=8, device="cpu", progress=False)
+        return resumed.study.trials
+
+    first, again = two_runs("a.db"), two_runs("b.db")
+    assert [t.params for t in first] == [t.params for t in again]
+    assert [t.value for t in first] == [t.value for t in again]
+    assert [t.user_attrs["seed"] for t in first] == [3 + n for n in range(8)]
+    assert len({tuple(sorted(t.params.items())) for t in first}) == 8  # the resume did not replay draws
