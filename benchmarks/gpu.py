@@ -90,16 +90,17 @@ def end_to_end(*, quick: bool, device: torch.device) -> str:
     run_handwritten_study(data, n_trials=1, seed=0, device=device.type, max_epochs=1)
     rows, ratios = [], []
     for seed in seeds:
-        first_hand = seed % 2 == 1  # neither side always first
-        if first_hand:
-            hand_s, hand = hand_study(
-                data, seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type
-            )
-        pkg_s, pkg = package_study(seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type)
-        if not first_hand:
-            hand_s, hand = hand_study(
-                data, seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type
-            )
+        sides = {
+            "package": functools.partial(
+                package_study, seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type
+            ),
+            "hand": functools.partial(
+                hand_study, data, seed, n_trials=n_trials, max_epochs=max_epochs, device=device.type
+            ),
+        }
+        order = list(sides) if seed % 2 == 0 else list(sides)[::-1]  # neither side always first
+        done = {side: sides[side]() for side in order}
+        (pkg_s, pkg), (hand_s, hand) = done["package"], done["hand"]
         rows.append(
             [seed, pkg_s, hand_s, pkg_s / hand_s, pkg.best_value, hand.best_value, best_epoch_value(hand)]
         )

@@ -106,7 +106,10 @@ def optuna_alone(
         for step, value in sorted(t.intermediate_values.items()):
             trial.report(value, step)
             reported[step] = value
-            judge.should_prune(trial, reported) if judge else trial.should_prune()
+            if judge:
+                judge.should_prune(trial, reported)
+            else:
+                trial.should_prune()
         if judge:
             judge.forget(trial)
         if t.state == TrialState.COMPLETE:

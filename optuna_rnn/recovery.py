@@ -100,13 +100,12 @@ def _seconds(name: str, default: int, *, allow_zero: bool) -> int:
     return value
 
 
-def retry_callback(*, max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's retry callback as optuna-rnn uses it: inheriting intermediate values, once by default."""
+def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry callback as optuna-rnn uses it: inheriting intermediate values, with no
+    limit of its own (:class:`RetryDeadWorker` decides whether a retry is due)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=max_retry, inherit_intermediate_values=True
-        )
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
 
 
 class RetryDeadWorker:
@@ -132,7 +131,7 @@ class RetryDeadWorker:
             deaths = sum(t.user_attrs.get("stop_reason") != INTERRUPTED for t in earlier.values())
             if deaths >= self.max_retry:
                 return False
-        retry_callback(max_retry=None)(study, trial)
+        retry_callback()(study, trial)
         return True
 
 
@@ -224,7 +223,7 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
         retry = copy.deepcopy(trial)
         del retry.user_attrs["stop_reason"]  # the retry is not interrupted unless it is in turn
         try:
-            retry_callback(max_retry=None)(study, retry)
+            retry_callback()(study, retry)
         except BaseException:
             _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run retries
             raise

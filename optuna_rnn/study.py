@@ -115,6 +115,11 @@ def _check_journal(path: Path, masked: str) -> None:
         raise UsageError(f"storage {masked} is not an Optuna journal file; give a new file name")
 
 
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite URL or journal path stores the study in, or ``None`` for a server."""
+    return sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+
+
 def is_journal_path(url: str) -> bool:
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
 
@@ -168,7 +173,7 @@ def open_storage(
         raise UsageError(
             f"storage {masked}: SQLite URLs take no options; optuna-rnn sets a 60 s busy timeout itself"
         )
-    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    file = storage_file(url)
     if file is not None:
         _check_file(file, masked, must_exist=must_exist)
     if must_exist and sqlite_path(url) is not None and not _holds_optuna_tables(str(file)):
@@ -282,7 +287,7 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
 
 def default_artifacts_dir(url: str) -> str:
     """``optuna-rnn-artifacts/`` beside a SQLite or journal file, else in the working directory."""
-    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    file = storage_file(url)
     base = file.resolve().parent if file is not None else Path.cwd()
     return str(base / ARTIFACTS_DIRNAME)
 
@@ -564,7 +569,7 @@ def open_session(
     its data are loaded only if asked for, so they work where the data file is not.
     """
     url = storage_url(storage)
-    file = sqlite_path(url) or (Path(url) if is_journal_path(url) else None)
+    file = storage_file(url)
     # Opening a storage file creates it: a study it would certainly hold is checked whole first.
     new_file = create and file is not None and not file.exists()
     given_data = _refuse_bad_input(given or {}, load=create, whole=new_file)
