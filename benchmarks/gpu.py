@@ -83,7 +83,7 @@ def per_epoch(*, quick: bool, device: torch.device) -> str:
 def end_to_end(*, quick: bool, device: torch.device) -> str:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     n_trials, max_epochs = (6, 3) if quick else (20, 10)
-    seeds = range(1 if quick else 3)
+    seeds = range(1 if quick else 5)
     data = load_dataset("digits")
     assert isinstance(data, SequenceData)  # digits: classification sequences
     package_study(0, n_trials=1, max_epochs=1, device=device.type)  # untimed warm-up of both sides
