@@ -152,7 +152,7 @@ def compare(*, quick: bool = False, storage: str | None = None) -> tuple[list[Me
         + f"\n\nSpeed-up of 2 workers over 1 in trials per hour (one run each): {summary}.\n"
     )
     return results, Section(
-        "Workers: trials per hour, 1 vs 2 local workers", "python -m benchmarks.workers", body
+        "Workers: trials per hour, 1 vs 2 local workers", "python -m benchmarks --only workers", body
     )
 
 
@@ -168,7 +168,7 @@ def run(*, quick: bool = False) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.workers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks --only workers", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny settings: proves it runs")
     parser.add_argument("--storage", metavar="URL", help="a database to use instead of fresh SQLite files")
     parser.add_argument("--require", type=float, metavar="X", help="exit 1 if the speed-up is below X")
