@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -17,6 +18,8 @@ from optuna_rnn import (
     load_dataset,
 )
 from optuna_rnn.callbacks import remove_checkpoint, save_checkpoint
+from optuna_rnn.errors import UsageError
+from optuna_rnn.recovery import TrialCheckpoint
 from optuna_rnn.training import Callback, FitResult, TrainState
 
 
@@ -137,3 +140,44 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path) -> None:
     remove_checkpoint(path)
     assert load_checkpoint(path) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.ckpt"]
+
+
+class SavedEpochs(Callback):
+    """Records the epoch held by the checkpoint file after each epoch (runs after Checkpoint)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.seen.append(load_checkpoint(self.path)["epoch"])
+
+
+@pytest.mark.parametrize(
+    ("min_seconds", "early_stop", "expected"),
+    [
+        (0.0, False, [1, 2, 3, 4, 5]),
+        (3600.0, False, [1, 1, 1, 1, 1]),  # throttled: the first epoch's save is the only one
+        (3600.0, True, [1, 1, 1, 4]),  # a stopping epoch is saved even within the throttle
+    ],
+)
+def test_checkpoint_saves_at_most_once_per_min_seconds(tmp_path, min_seconds, early_stop, expected) -> None:
+    data = load_dataset("digits")
+    hp = Hyperparams(cell="gru", hidden_size=6, batch_size=256, lr=0.003)
+    path = tmp_path / "run.ckpt"
+    spy = SavedEpochs(path)
+    stopper = [EarlyStopping(patience=3, min_delta=10.0)] if early_stop else []  # stops after epoch 4
+    train(data, hp, [*stopper, Checkpoint(path, min_seconds=min_seconds), spy], seed=1)
+    assert spy.seen == expected
+
+
+def test_trial_checkpoints_take_their_throttle_from_the_environment(tmp_path, monkeypatch) -> None:
+    trial = optuna.create_study().ask()
+    checkpoint = TrialCheckpoint(tmp_path, trial)
+    monkeypatch.delenv("OPTUNA_RNN_CHECKPOINT_SECONDS", raising=False)
+    assert checkpoint.callback({}).min_seconds == 5
+    monkeypatch.setenv("OPTUNA_RNN_CHECKPOINT_SECONDS", "0")
+    assert checkpoint.callback({}).min_seconds == 0
+    monkeypatch.setenv("OPTUNA_RNN_CHECKPOINT_SECONDS", "soon")
+    with pytest.raises(UsageError, match=r"\$OPTUNA_RNN_CHECKPOINT_SECONDS must be a whole number"):
+        checkpoint.callback({})
