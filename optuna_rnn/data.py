@@ -538,8 +538,13 @@ def _same_length(
 
 def pad_sequences(sequences: list[np.ndarray], *, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stack (length_i, channels) arrays into zero-padded (n, length, channels) and their lengths."""
+    if not sequences:
+        raise UsageError("no sequences to pad")
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    T = int(lengths.max()) if length is None else length
+    longest = int(lengths.max())
+    if length is not None and length < longest:
+        raise UsageError(f"cannot pad to length {length}: the longest sequence has {longest} steps")
+    T = longest if length is None else length
     X = np.zeros((len(sequences), T, sequences[0].shape[1]), dtype=np.float64)
     for i, seq in enumerate(sequences):
         X[i, : len(seq)] = seq

@@ -260,6 +260,23 @@ def make_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimiser {hp.optimizer!r}")
 
 
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes in bfloat16 natively (Ampere, compute capability 8, and later).
+
+    Asked of the device rather than through ``torch.cuda.is_bf16_supported``, whose
+    ``including_emulation`` switch is missing before torch 2.4.
+    """
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def _require_samples(data: object, method: str) -> None:
+    if not isinstance(data, SequenceData):
+        raise TypeError(
+            f"{method} takes SequenceData, got {type(data).__name__}; cut a forecasting series into "
+            "samples first: data.windowed(hp.window), with hp from space.suggest(trial, task=data.task)"
+        )
+
+
 def _fused_available(params: Sequence[torch.Tensor]) -> bool:
     """Fused optimisers run on CUDA, and on the CPU from torch 2.4 on."""
     if not params or not all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params):
@@ -301,8 +318,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.amp_dtype: torch.dtype | None = None
         if mixed_precision and self.device.type == "cuda":
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+            self.amp_dtype = torch.bfloat16 if _native_bf16(self.device) else torch.float16
 
     def fit(
         self,
@@ -315,15 +331,14 @@ class Trainer:
     ) -> FitResult:
         """Train ``model`` for up to ``max_epochs``; returns with the best epoch's weights loaded.
 
+        The best epoch is the one with the best validation metric among those whose validation
+        loss is finite; if there is none, the last epoch's weights stay and ``best_epoch`` is 0.
+
         ``resume_from`` is a :meth:`TrainState.state_dict` (for instance from a
         :class:`~optuna_rnn.callbacks.Checkpoint` file): training restores it
         and continues after its epoch instead of starting at epoch 1.
         """
-        if not isinstance(data, SequenceData):
-            raise TypeError(
-                f"fit takes SequenceData, got {type(data).__name__}; cut a forecasting series into "
-                "samples first: data.windowed(hp.window), with hp from space.suggest(trial, task=data.task)"
-            )
+        _require_samples(data, "fit")
         model.to(self.device)
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)
@@ -469,6 +484,7 @@ class Trainer:
 
     def evaluate(self, model: nn.Module, data: SequenceData, split: str = "test") -> float:
         """The task's metric (accuracy, or RMSE in original units) of ``model`` on a split."""
+        _require_samples(data, "evaluate")
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         part = _to_device(getattr(data, split), self.device)

@@ -12,7 +12,7 @@ import pytest
 
 from optuna_rnn import DatasetSpec, load_dataset
 from optuna_rnn.cli import main
-from optuna_rnn.data import ForecastSeries, chronological_bounds, fill_gaps
+from optuna_rnn.data import ForecastSeries, chronological_bounds, fill_gaps, pad_sequences
 from optuna_rnn.datasets import DATASETS
 from optuna_rnn.errors import UsageError
 from optuna_rnn.readers import read_ts
@@ -255,3 +255,12 @@ def test_a_builtin_dataset_refuses_a_target_or_horizon_of_its_own() -> None:
         DatasetSpec(name="sunspots", horizon=5)
     with pytest.raises(UsageError, match="apply to data files only"):
         DatasetSpec(name="co2", target="bogus")
+
+
+def test_pad_sequences_refuses_a_length_shorter_than_the_data_and_an_empty_list() -> None:
+    X, lengths = pad_sequences([np.ones((5, 2)), np.ones((3, 2))], length=6)
+    assert X.shape == (2, 6, 2) and lengths.tolist() == [5, 3] and X[1, 3:].sum() == 0
+    with pytest.raises(UsageError, match="cannot pad to length 4: the longest sequence has 5 steps"):
+        pad_sequences([np.ones((5, 2)), np.ones((3, 2))], length=4)
+    with pytest.raises(UsageError, match="no sequences to pad"):
+        pad_sequences([])

@@ -459,3 +459,16 @@ def test_a_stop_inside_an_epoch_leaves_the_epoch_count_at_the_epochs_that_finish
 def test_mixed_precision_is_off_unless_asked_for() -> None:
     # On an H200, bf16 autocast made every net of the GPU benchmark 1.29-1.65x slower per epoch.
     assert inspect.signature(Trainer).parameters["mixed_precision"].default is False
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_raw_forecasting_series_is_refused_with_how_to_cut_it(method: str) -> None:
+    series = load_dataset("sunspots")
+    hp = Hyperparams(hidden_size=4)
+    model = build_model(hp, input_size=1, output_size=1, task="regression")
+    trainer = Trainer(device="cpu")
+    with pytest.raises(TypeError, match=rf"{method} takes SequenceData, got ForecastSeries.*windowed"):
+        if method == "fit":
+            trainer.fit(model, series, hp)  # type: ignore[arg-type]
+        else:
+            trainer.evaluate(model, series)  # type: ignore[arg-type]
