@@ -36,7 +36,7 @@ lint: install
 
 check: lint test
 
-# Benchmarks: the full run (about an hour on 2 cores) rewrites benchmarks/RESULTS.md;
+# Benchmarks: the full run (about 3.5 hours on 2 cores) rewrites benchmarks/RESULTS.md;
 # the quick smoke run (under 3 minutes) writes benchmarks/quick/RESULTS.md.
 bench: install
 	$(BIN)/python -m benchmarks

@@ -1,6 +1,6 @@
 """Run the benchmarks and write RESULTS.md: ``python -m benchmarks [--quick] [--only NAME ...]``.
 
-The full run takes about an hour on 2 cores and rewrites ``benchmarks/RESULTS.md`` (plus its
+The full run takes about 3.5 hours on 2 cores and rewrites ``benchmarks/RESULTS.md`` (plus its
 PNG plots). ``--quick`` is a smoke run of every section with tiny settings (under 3 minutes),
 written to ``benchmarks/quick/RESULTS.md`` so the committed results stay as measured.
 With ``--only``, just those sections run and replace their own part of the file. The search

@@ -54,7 +54,7 @@ def _version() -> str:
 def build_parser(*, script: str | None = None) -> argparse.ArgumentParser:
     """The command's parser; ``script`` (``studies/<name>.py``) hides the data options it fixes."""
     parser = _Parser(
-        prog="optuna-rnn",
+        prog=f"python {script}" if script else "optuna-rnn",
         description="Tune PyTorch RNN/LSTM/GRU models with Optuna; studies live in a database "
         "that optuna-dashboard shows.",
     )
@@ -176,7 +176,10 @@ def given_config(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {}
     if args.dataset is not None or args.data is not None:
         if args.dataset is not None and (args.target is not None or args.horizon is not None):
-            raise UsageError("--target and --horizon apply to --data files only")
+            raise UsageError(
+                "--target and --horizon apply to --data files only, "
+                f"not to the built-in dataset {args.dataset!r}"
+            )
         path = None if args.data is None else os.path.abspath(args.data)
         given["dataset"] = DatasetSpec(
             name=args.dataset,
@@ -246,7 +249,7 @@ def check_timeout(timeout: float | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from optuna_rnn.recovery import heartbeat_settings
+    from optuna_rnn.recovery import checkpoint_seconds, heartbeat_settings
     from optuna_rnn.study import mask_url, open_session, run_trials
 
     check_n_trials(args.n_trials)
@@ -262,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError("give --study NAME to resume, or --dataset / --data to start")
         name = given["dataset"].label
     interval, grace = heartbeat_settings()
+    checkpoint_seconds()  # read by each trial: a bad value must stop the run before the study exists
     session = open_session(
         name,
         storage=args.storage,
@@ -313,7 +317,7 @@ def refuse_in_memory(storage: str | None) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from optuna_rnn.recovery import heartbeat_settings
+    from optuna_rnn.recovery import checkpoint_seconds, heartbeat_settings
     from optuna_rnn.study import open_session, run_trials
     from optuna_rnn.workers import diversify_sampler
 
@@ -324,6 +328,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     check_timeout(args.timeout)
     refuse_in_memory(args.storage)
     interval, grace = heartbeat_settings()
+    checkpoint_seconds()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     set_threads(1, threads=args.threads)
     diversify_sampler(session.study, session.config.sampler)
@@ -443,6 +448,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in [0, 65535], got {args.port}")
+    refuse_in_memory(args.storage)
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True, for_reading=True)  # never creates an empty database
     artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
@@ -482,9 +488,12 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``optuna-rnn`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int:
+    """Entry point of the ``optuna-rnn`` console script; returns the exit code.
+
+    ``script`` names the study script (``studies/<name>.py``) that runs it, for its messages.
+    """
+    args = build_parser(script=script).parse_args(argv)
     import optuna
 
     from optuna_rnn import shutdown
@@ -549,7 +558,7 @@ def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(SystemExit):
             build_parser(script=script).parse_args(["run", "--help"])
         return 0
-    return main(["run", "--dataset", dataset, *args])
+    return main(["run", "--dataset", dataset, *args], script=script)
 
 
 def console() -> None:

@@ -87,6 +87,12 @@ def heartbeat_settings() -> tuple[int | None, int | None]:
     return interval, grace
 
 
+def checkpoint_seconds() -> int:
+    """Seconds between two checkpoints of a trial: 5 unless ``$OPTUNA_RNN_CHECKPOINT_SECONDS``
+    says otherwise (``0`` saves after every epoch)."""
+    return _seconds(CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, allow_zero=True)
+
+
 def _seconds(name: str, default: int, *, allow_zero: bool) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -177,7 +183,7 @@ class TrialCheckpoint:
         """
         return Checkpoint(
             self.path,
-            min_seconds=_seconds(CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, allow_zero=True),
+            min_seconds=checkpoint_seconds(),
             meta=meta,
         )
 

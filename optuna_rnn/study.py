@@ -4,7 +4,7 @@ Storage URLs: ``sqlite:///file.db`` (the default, ``sqlite:///optuna-rnn.db``,
 overridden by ``$OPTUNA_RNN_STORAGE`` and then by ``--storage``),
 ``postgresql://...`` and ``mysql+pymysql://...`` (RDB, with pre-ping),
 ``redis://...`` (Optuna's journal on Redis) and a plain file path ending in
-``.log`` or ``.journal`` (Optuna's journal file). Passwords are masked in every
+``.log``, ``.journal`` or ``.jsonl`` (Optuna's journal file). Passwords are masked in every
 message.
 """
 
@@ -573,6 +573,10 @@ def open_session(
     # Opening a storage file creates it: a study it would certainly hold is checked whole first.
     new_file = create and file is not None and not file.exists()
     given_data = _refuse_bad_input(given or {}, load=create, whole=new_file)
+    if new_file:  # an artifacts folder that cannot be made must not leave an empty database behind
+        assert file is not None
+        _check_file(file, mask_url(url), must_exist=False)  # first: the default folder goes beside it
+        _make_artifacts_dir((given or {}).get("artifacts") or default_artifacts_dir(url))
     backend = open_storage(
         url,
         must_exist=not create,
@@ -598,13 +602,7 @@ def open_session(
     sampler = make_sampler(config, dataset=dataset)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
     if recorded is None:
-        artifacts = Path(artifacts_dir)
-        try:
-            artifacts.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"--artifacts {artifacts}: cannot create the directory ({exc.strerror})"
-            ) from None
+        _make_artifacts_dir(artifacts_dir)
         direction = metric_for(dataset.task).direction
         with shutdown.deferred():  # a study without its configuration could not be resumed
             try:
@@ -649,6 +647,13 @@ def open_session(
             reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
             study.sampler = make_sampler(reseeded, dataset=dataset)
     return StudySession(study, config, url, storage=backend, dataset=dataset)
+
+
+def _make_artifacts_dir(path: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--artifacts {path}: cannot create the directory ({exc.strerror})") from None
 
 
 def _refuse_bad_input(given: dict[str, Any], *, load: bool, whole: bool = False) -> Dataset | None:

@@ -316,11 +316,25 @@ def test_input_that_cannot_start_a_study_creates_no_storage_file(cli_in_process,
         (("run", "--dataset", "digits", "--storage", "sqlite://"), in_memory),
         (("run", "--dataset", "digits", "--storage", "sqlite:///:memory:", "--workers", "2"), in_memory),
         (("worker", "--study", "digits", "--storage", "sqlite+pysqlite://"), in_memory),
+        (("dashboard", "--storage", "sqlite://", "--port", "0"), in_memory),
+        (
+            ("run", "--dataset", "digits", "--artifacts", "/proc/optuna-rnn"),
+            "--artifacts /proc/optuna-rnn: cannot create the directory",
+        ),
     ]
     for args, message in cases:
         out = cli_in_process(*args)
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
         assert [p.name for p in tmp_path.iterdir()] == ["window.toml"], args
+    # read by each trial, yet refused before the study exists, in one process or with workers
+    for workers in ("1", "2"):
+        out = cli_in_process(
+            "run", "--dataset", "digits", "--workers", workers, OPTUNA_RNN_CHECKPOINT_SECONDS="-1"
+        )
+        assert out.returncode == 2 and out.stderr == (
+            "optuna-rnn: error: $OPTUNA_RNN_CHECKPOINT_SECONDS must be >= 0, got -1\n"
+        )
+        assert [p.name for p in tmp_path.iterdir()] == ["window.toml"]
 
 
 def test_storage_comes_from_the_environment_unless_given_and_models_go_where_asked(
@@ -527,7 +541,9 @@ def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
         text=True,
         env=cli_env(),
     )
-    assert abbreviated.returncode == 2 and "unrecognized arguments: --datas digits" in abbreviated.stderr
+    assert abbreviated.returncode == 2 and abbreviated.stderr.strip() == (
+        "python studies/sunspots.py: error: unrecognized arguments: --datas digits"
+    )
 
 
 def test_a_rerun_with_nothing_left_to_do_publishes_the_dashboard_note(
