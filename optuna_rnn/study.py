@@ -169,13 +169,7 @@ def open_storage(
     only reads (dashboard, ``best``, ``report``): readers then never wait on workers.
     """
     masked = mask_url(url)
-    if url.startswith("sqlite") and "?" in url:  # it would become part of the file's name
-        raise UsageError(
-            f"storage {masked}: SQLite URLs take no options; optuna-rnn sets a 60 s busy timeout itself"
-        )
-    file = storage_file(url)
-    if file is not None:
-        _check_file(file, masked, must_exist=must_exist)
+    file = _refuse_bad_url(url, must_exist=must_exist)
     if must_exist and sqlite_path(url) is not None and not _holds_optuna_tables(str(file)):
         # a reader must not add Optuna's tables to some other database
         raise UsageError(f"storage {masked} is not an Optuna database")
@@ -524,6 +518,19 @@ class StudySession:
         return record
 
 
+def _refuse_bad_url(url: str, *, must_exist: bool) -> Path | None:
+    """What can be refused in a storage URL before opening it; returns its file, if it has one."""
+    masked = mask_url(url)
+    if url.startswith("sqlite") and "?" in url:  # it would become part of the file's name
+        raise UsageError(
+            f"storage {masked}: SQLite URLs take no options; optuna-rnn sets a 60 s busy timeout itself"
+        )
+    file = storage_file(url)
+    if file is not None:
+        _check_file(file, masked, must_exist=must_exist)
+    return file
+
+
 def _check_file(file: Path, masked: str, *, must_exist: bool) -> None:
     """Refuse a storage file that is missing (for readers) or whose folder is."""
     try:
@@ -574,8 +581,7 @@ def open_session(
     new_file = create and file is not None and not file.exists()
     given_data = _refuse_bad_input(given or {}, load=create, whole=new_file)
     if new_file:  # an artifacts folder that cannot be made must not leave an empty database behind
-        assert file is not None
-        _check_file(file, mask_url(url), must_exist=False)  # first: the default folder goes beside it
+        _refuse_bad_url(url, must_exist=False)  # first: the default folder goes beside the file
         _make_artifacts_dir((given or {}).get("artifacts") or default_artifacts_dir(url))
     backend = open_storage(
         url,
