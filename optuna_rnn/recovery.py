@@ -63,6 +63,8 @@ RESUMED_ATTR = "resumed_from_epoch"
 CHECKPOINTS_DIRNAME = "checkpoints"
 WORKER_ATTR = "worker"
 WORKER_ID_ATTR = "worker_id"
+#: ``[interval, grace]`` in seconds of the heartbeat a trial's worker runs with (RDB storages).
+HEARTBEAT_ATTR = "heartbeat"
 STALE_CLAIM_SECONDS = 60
 #: A running trial whose worker never recorded itself this long after it started is orphaned.
 OWNERLESS_STALE_SECONDS = 600
@@ -91,6 +93,44 @@ def checkpoint_seconds() -> int:
     """Seconds between two checkpoints of a trial: 5 unless ``$OPTUNA_RNN_CHECKPOINT_SECONDS``
     says otherwise (``0`` saves after every epoch)."""
     return _seconds(CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, allow_zero=True)
+
+
+def storage_heartbeat(storage: optuna.storages.BaseStorage) -> tuple[int, int] | None:
+    """``(interval, grace)`` of the heartbeat ``storage`` runs, or ``None`` without one."""
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+        return None
+    interval = storage.heartbeat_interval
+    return interval, storage.grace_period or 2 * interval  # Optuna's own default grace
+
+
+def heartbeat_conflicts(study: optuna.Study, mine: tuple[int, int] | None) -> list[str]:
+    """How this worker's heartbeat settings ``mine`` clash with those of the running trials.
+
+    Each worker fails the trials whose heartbeat is older than its own grace period. A worker
+    whose grace is under two heartbeat intervals of another would fail that worker's live
+    trials, and the other way round. A running trial's worker may be dead (then failing its
+    trial is right), which a worker on another machine cannot tell: so this warns, not refuses.
+    """
+    if mine is None:
+        return []
+    interval, grace = mine
+    clashes = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        theirs = trial.user_attrs.get(HEARTBEAT_ATTR)
+        if not (isinstance(theirs, list) and len(theirs) == 2) or tuple(theirs) == mine:
+            continue
+        their_interval, their_grace = (int(v) for v in theirs)
+        if grace < 2 * their_interval:
+            clashes.append(
+                f"trial {trial.number} runs on a worker whose heartbeat comes every {their_interval} s; "
+                f"this worker's grace of {grace} s would fail it while it is alive"
+            )
+        elif 2 * interval > their_grace:
+            clashes.append(
+                f"trial {trial.number} runs on a worker whose grace is {their_grace} s; it would fail "
+                f"this worker's trials between two of its heartbeats ({interval} s apart)"
+            )
+    return clashes
 
 
 def _seconds(name: str, default: int, *, allow_zero: bool) -> int:

@@ -41,8 +41,10 @@ from optuna_rnn.recovery import (
     RetryDeadWorker,
     checkpoints_dir,
     drop_leftovers,
+    heartbeat_conflicts,
     requeue_interrupted,
     requeue_orphaned,
+    storage_heartbeat,
     tidy_checkpoints,
 )
 from optuna_rnn.space import Hyperparams, SearchSpace, Task
@@ -751,6 +753,13 @@ def run_trials(
     from optuna_rnn.artifacts import KeepTopModels
     from optuna_rnn.dashboard import StudyDashboard
 
+    heartbeat = storage_heartbeat(session.storage)
+    for clash in heartbeat_conflicts(session.study, heartbeat):  # before this worker fails any trial
+        print(
+            f"optuna-rnn: warning: {clash}; give every worker of a study the same "
+            "$OPTUNA_RNN_HEARTBEAT_INTERVAL and $OPTUNA_RNN_HEARTBEAT_GRACE",
+            file=sys.stderr,
+        )
     with shutdown.deferred():  # a trial half requeued would be lost for good
         requeue_orphaned(session.study, session.checkpoints_dir, storage=session.storage)
         finished = session.finished()
@@ -778,7 +787,7 @@ def run_trials(
     if remaining <= 0 or total.reached(session.study):
         _wrap_up(session, dashboard)  # a stop at the very end of an earlier run may have skipped it
         return
-    guard = TrialGuard(session.study, session.objective(device=device), total)
+    guard = TrialGuard(session.study, session.objective(device=device), total, heartbeat=heartbeat)
 
     def stop_when_asked(study: optuna.Study, trial: FrozenTrial) -> None:
         if shutdown.stop_requested():

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
 from optuna_rnn.liveness import this_process
-from optuna_rnn.recovery import WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
+from optuna_rnn.recovery import HEARTBEAT_ATTR, WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
 
 if TYPE_CHECKING:
     from optuna_rnn.study import StudySession
@@ -105,8 +105,9 @@ def is_surplus(trial: FrozenTrial) -> bool:
 class TrialGuard:
     """What one worker does around each trial of ``objective``.
 
-    * records the worker (``host:pid``) in the trial's ``worker`` user attr, and its
-      identity (:mod:`optuna_rnn.liveness`) in ``worker_id``;
+    * records the worker (``host:pid``) in the trial's ``worker`` user attr, its
+      identity (:mod:`optuna_rnn.liveness`) in ``worker_id`` and, with a ``heartbeat``
+      (``(interval, grace)``), that in ``heartbeat`` for other workers to compare;
     * admits the trial against the :class:`SharedTotal`;
     * does not start a trial once SIGINT/SIGTERM asked to stop, and marks a
       trial they interrupted ``interrupted`` so the next run retries it
@@ -118,9 +119,15 @@ class TrialGuard:
     """
 
     def __init__(
-        self, study: optuna.Study, objective: Callable[[optuna.Trial], float], total: SharedTotal
+        self,
+        study: optuna.Study,
+        objective: Callable[[optuna.Trial], float],
+        total: SharedTotal,
+        *,
+        heartbeat: tuple[int, int] | None = None,
     ) -> None:
         self.study = study
+        self.heartbeat = heartbeat
         self.objective = objective
         self.total = total
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -133,6 +140,8 @@ class TrialGuard:
         try:
             trial.set_user_attr(WORKER_ATTR, self.worker)
             trial.set_user_attr(WORKER_ID_ATTR, self.identity)
+            if self.heartbeat is not None:
+                trial.set_user_attr(HEARTBEAT_ATTR, list(self.heartbeat))
             shutdown.check()
             self.total.admit(self.study, trial)
             return self.objective(trial)

@@ -294,3 +294,30 @@ def test_a_trial_taken_over_by_another_worker_is_told_apart_from_a_failing_one()
     with pytest.raises(ValueError, match="a bug"):
         study.optimize(guard, n_trials=1)
     assert not guard.lost()
+
+
+def test_a_worker_warns_of_running_trials_whose_heartbeat_settings_clash_with_its_own(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    first = cli_in_process(
+        "run", "--dataset", "digits", "--storage", url, "--space", str(tiny_space),
+        "--n-trials", "1", "--max-epochs", "1", "-q",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    study = optuna.load_study(study_name="digits", storage=open_storage(url))
+    assert study.trials[0].user_attrs["heartbeat"] == [10, 30]  # the defaults, for others to compare
+    # trials left running by workers with other settings (never stale: they send no heartbeat here)
+    for theirs in ([10, 30], [60, 180], [2, 4]):
+        study.ask().set_user_attr("heartbeat", theirs)
+    joined = cli_in_process("worker", "--study", "digits", "--storage", url, "--n-trials", "5", "-q")
+    assert joined.returncode == 0, joined.stderr
+    advice = (
+        "give every worker of a study the same $OPTUNA_RNN_HEARTBEAT_INTERVAL and $OPTUNA_RNN_HEARTBEAT_GRACE"
+    )
+    assert [line for line in joined.stderr.splitlines() if "warning" in line] == [
+        "optuna-rnn: warning: trial 2 runs on a worker whose heartbeat comes every 60 s; this worker's "
+        f"grace of 30 s would fail it while it is alive; {advice}",
+        "optuna-rnn: warning: trial 3 runs on a worker whose grace is 4 s; it would fail this worker's "
+        f"trials between two of its heartbeats (10 s apart); {advice}",
+    ]
