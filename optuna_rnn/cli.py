@@ -319,7 +319,7 @@ def refuse_in_memory(storage: str | None) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from optuna_rnn.recovery import checkpoint_seconds, heartbeat_settings
     from optuna_rnn.study import open_session, run_trials
-    from optuna_rnn.workers import diversify_sampler
+    from optuna_rnn.workers import diversify_sampler, local_peers
 
     check_n_trials(args.n_trials)
     if args.threads is not None and args.threads < 1:
@@ -330,7 +330,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     interval, grace = heartbeat_settings()
     checkpoint_seconds()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
-    set_threads(1, threads=args.threads)
+    threads = set_threads(1, threads=args.threads)
+    peers = local_peers(session.study) if args.threads is None else 0
+    if peers:
+        print(
+            f"optuna-rnn: note: {peers} other worker(s) of this study run on this machine and this one "
+            f"takes all {threads} cores; give each of the {peers + 1} --threads "
+            f"{max(1, threads // (peers + 1))} so that they do not slow each other down",
+            file=sys.stderr,
+        )
     diversify_sampler(session.study, session.config.sampler)
     started = time.perf_counter()
     run_trials(

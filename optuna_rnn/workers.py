@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
-from optuna_rnn.liveness import this_process
+from optuna_rnn.liveness import is_gone, this_process
 from optuna_rnn.recovery import HEARTBEAT_ATTR, WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
 
 if TYPE_CHECKING:
@@ -202,6 +202,16 @@ def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def local_peers(study: optuna.Study) -> int:
+    """How many other live processes on this machine are running a trial of ``study``."""
+    me = this_process()
+    owners = {
+        t.user_attrs.get(WORKER_ID_ATTR)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    return sum(isinstance(owner, str) and owner != me and is_gone(owner) is False for owner in owners)
 
 
 def threads_per_worker(workers: int) -> int:

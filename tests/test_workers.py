@@ -26,14 +26,17 @@ from optuna_rnn import study as study_module
 from optuna_rnn.callbacks import load_checkpoint
 from optuna_rnn.config import DatasetSpec
 from optuna_rnn.errors import UsageError
+from optuna_rnn.liveness import process_identity
 from optuna_rnn.objective import CURVE_KEYS, MAX_CURVE_POINTS, curve_attr
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
     INTERRUPTED,
     RESUMED_ATTR,
+    WORKER_ID_ATTR,
     checkpoints_dir,
 )
 from optuna_rnn.study import open_storage
+from optuna_rnn.workers import available_cores
 from tests.conftest import cli_command, cli_env, require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -519,3 +522,33 @@ def test_the_curve_of_a_very_long_trial_fits_a_mysql_user_attr(new_study) -> Non
     trial.set_user_attr("curve", curve)  # a 3000-epoch curve in full would exceed MySQL's TEXT
     study.tell(trial, 1.0)
     assert optuna.load_study(study_name=name, storage=MYSQL).trials[0].user_attrs["curve"] == curve
+
+
+def test_a_hand_started_worker_notes_other_local_workers_sharing_the_cores(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    args = ("--space", str(tiny_space), "--max-epochs", "1", "-q")
+    assert (
+        cli_in_process("run", "--dataset", "digits", "--storage", url, "--n-trials", "1", *args).returncode
+        == 0
+    )
+    study = optuna.load_study(study_name="digits", storage=open_storage(url))
+    with subprocess.Popen(["sleep", "60"]) as alive, subprocess.Popen(["true"]) as dead:
+        dead.wait()
+        try:
+            for pid in (alive.pid, dead.pid):  # running trials of another live worker and of a dead one
+                study.ask().set_user_attr(WORKER_ID_ATTR, process_identity(pid))
+            cores = available_cores()
+            note = (
+                f"optuna-rnn: note: 1 other worker(s) of this study run on this machine and this one takes "
+                f"all {cores} cores; give each of the 2 --threads {max(1, cores // 2)}"
+            )
+            out = cli_in_process("worker", "--study", "digits", "--storage", url, "--n-trials", "4", "-q")
+            assert out.returncode == 0 and note in out.stderr, out.stderr
+            given = cli_in_process(
+                "worker", "--study", "digits", "--storage", url, "--n-trials", "5", "--threads", "1", "-q"
+            )
+            assert given.returncode == 0 and "note: 1 other worker" not in given.stderr
+        finally:
+            alive.kill()
