@@ -248,8 +248,20 @@ def check_timeout(timeout: float | None) -> None:
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def recovery_settings() -> tuple[int | None, int | None]:
+    """The heartbeat's ``(interval, grace)`` for ``run`` and ``worker``, read from the environment.
+
+    The checkpoint interval is read by each trial; it is checked here too, so that a bad value
+    stops the command before any study exists.
+    """
     from optuna_rnn.recovery import checkpoint_seconds, heartbeat_settings
+
+    heartbeat = heartbeat_settings()
+    checkpoint_seconds()
+    return heartbeat
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from optuna_rnn.study import mask_url, open_session, run_trials
 
     check_n_trials(args.n_trials)
@@ -264,8 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "dataset" not in given:
             raise UsageError("give --study NAME to resume, or --dataset / --data to start")
         name = given["dataset"].label
-    interval, grace = heartbeat_settings()
-    checkpoint_seconds()  # read by each trial: a bad value must stop the run before the study exists
+    interval, grace = recovery_settings()
     session = open_session(
         name,
         storage=args.storage,
@@ -317,7 +328,6 @@ def refuse_in_memory(storage: str | None) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from optuna_rnn.recovery import checkpoint_seconds, heartbeat_settings
     from optuna_rnn.study import open_session, run_trials
     from optuna_rnn.workers import diversify_sampler, local_peers
 
@@ -327,8 +337,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_timeout(args.timeout)
     refuse_in_memory(args.storage)
-    interval, grace = heartbeat_settings()
-    checkpoint_seconds()
+    interval, grace = recovery_settings()
     session = open_session(args.study, storage=args.storage, heartbeat_interval=interval, grace_period=grace)
     threads = set_threads(1, threads=args.threads)
     peers = local_peers(session.study) if args.threads is None else 0
