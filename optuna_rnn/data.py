@@ -29,6 +29,8 @@ from optuna_rnn.space import Choice, IntRange, SearchSpace, Task
 
 #: Windowed copies of a forecasting series kept for reuse (the most recent one is always kept).
 WINDOW_CACHE_BYTES = 256 * 2**20
+#: The largest magnitude a value may have: models train in float32 and keep the data's means.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -258,11 +260,12 @@ class ForecastSeries:
             values = values[:, None]
         if values.ndim != 2 or values.shape[0] < 4 or values.shape[1] < 1:
             raise UsageError(f"{self.name}: need a (time, channels) series with at least 4 rows")
-        bad = ~np.isfinite(values)
+        bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN too
         if bad.any():
             row, col = (int(i[0]) for i in np.nonzero(bad))
             column = self.columns[col] if self.columns else str(col)
-            raise UsageError(f"{self.name}: column {column!r} holds NaN or infinite values (row {row})")
+            problem = _unusable(values[row, col], f"row {row}")
+            raise UsageError(f"{self.name}: column {column!r} holds {problem}")
         if self.horizon < 1:
             raise UsageError(f"{self.name}: horizon must be >= 1, got {self.horizon}")
         if self.times and len(self.times) != len(values):
@@ -482,15 +485,23 @@ def _check_classification(
         valid = np.arange(X.shape[1])[None, :] < lengths[:, None]
         X = np.where(valid[:, :, None], X, 0.0)  # padding may hold anything, NaN included
         lengths = lengths.astype(np.int64)
-    bad = ~np.isfinite(X)
+    bad = ~(np.abs(X) <= FLOAT32_MAX)  # NaN too
     if bad.any():
         seq, step, channel = (int(i[0]) for i in np.nonzero(bad))
-        hint = "" if lengths is not None else f"; give {ln} if it is padding"
+        value = X[seq, step, channel]
+        hint = "" if lengths is not None or np.isfinite(value) else f"; give {ln} if it is padding"
         raise UsageError(
-            f"{name}: {xn} holds a NaN or infinite value "
-            f"(sequence {seq}, step {step}, channel {channel}){hint}"
+            f"{name}: {xn} holds {_unusable(value, f'sequence {seq}, step {step}, channel {channel}')}{hint}"
         )
     return X, y, lengths
+
+
+def _unusable(value: float, where: str) -> str:
+    """What is wrong with a value that is NaN, infinite or beyond float32's range, found ``where``."""
+    if not np.isfinite(value):
+        return f"a NaN or infinite value ({where})"
+    limit = f"|x| <= {FLOAT32_MAX:.3g}"
+    return f"{value:g} ({where}), beyond what float32 training can hold ({limit}); rescale it"
 
 
 def _encode_labels(y: np.ndarray, name: str, array: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -503,6 +514,8 @@ def _encode_labels(y: np.ndarray, name: str, array: str) -> tuple[tuple[str, ...
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise UsageError(f"{name}: {array} holds non-integer numbers; labels must be integers or strings")
+        if np.abs(y).max(initial=0) >= 2.0**63:
+            raise UsageError(f"{name}: {array} holds labels beyond the 64-bit integer range; use strings")
         y = y.astype(np.int64)
     if not any(np.issubdtype(y.dtype, kind) for kind in (np.integer, np.bool_, np.str_)):
         raise UsageError(f"{name}: {array} must hold integer or string labels, got dtype {y.dtype}")

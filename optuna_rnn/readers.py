@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optuna_rnn.data import Dataset, ForecastSeries, SequenceData
+from optuna_rnn.data import FLOAT32_MAX, Dataset, ForecastSeries, SequenceData
 from optuna_rnn.errors import UsageError
 
 TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "ds")
@@ -69,9 +69,12 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
             f"{path}: the data rows have more fields than the header names; name every column "
             "(or remove trailing commas)"
         ) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: not a readable CSV ({reason})") from None
+    except pd.errors.ParserError as exc:
+        if "fields in line" not in str(exc):  # anything but rows longer than the first row
+            raise UsageError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+        frame = _read_uneven(path)
+    except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
     frame = _named_columns(path, frame)
     if frame.empty:
         raise UsageError(f"{path}: no data rows below the header")
@@ -108,6 +111,38 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
             + ". Chronological 70/15/15 split; scaling fit on the training span only."
         ),
     )
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _read_uneven(path: Path) -> pd.DataFrame:
+    """``path`` read row by row, for files whose later rows have more fields than the first one.
+
+    pandas sizes the table by the header and first row and stops at a longer row. A longer row
+    whose surplus fields are empty (a trailing comma on some rows only) loses them; one with a
+    value there is refused, naming its line. Empty fields become missing values, as in pandas.
+    """
+    header: list[str] | None = None
+    rows: list[list[str | None]] = []
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file, skipinitialspace=True)
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank lines hold no row, as pandas reads them
+            if header is None:
+                header = [cell.strip() for cell in row]
+                continue
+            width = len(header)
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                raise UsageError(
+                    f"{path}: line {reader.line_num} has more fields than the header names; name "
+                    "every column (or remove trailing commas)"
+                )
+            cells = [cell if cell.strip() else None for cell in row[:width]]
+            rows.append(cells + [None] * (width - len(cells)))
+    return pd.DataFrame(rows, columns=header)
 
 
 def _named_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -201,7 +236,7 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
 
 
 def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | None) -> np.ndarray:
-    """``column`` as float64; non-numeric, missing and infinite values are errors naming the line."""
+    """``column`` as float64; non-numeric, missing, infinite and huge values are errors naming the line."""
     numeric = pd.to_numeric(column, errors="coerce")
     text = (numeric.isna() & column.notna()).to_numpy()
     if text.any():
@@ -220,6 +255,12 @@ def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | No
     infinite = np.isinf(values)
     if infinite.any():
         raise UsageError(f"{path}: column {name!r} has an infinite value (line {_line(path, infinite)})")
+    huge = np.abs(values) > FLOAT32_MAX
+    if huge.any():
+        raise UsageError(
+            f"{path}: column {name!r} has {values[huge][0]:g} (line {_line(path, huge)}), beyond what "
+            f"float32 training can hold (|x| <= {FLOAT32_MAX:.3g}); rescale the column"
+        )
     return values
 
 

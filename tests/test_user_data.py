@@ -112,6 +112,10 @@ def test_csv_header_names_are_the_files_own(tmp_path: Path) -> None:
     # a spreadsheet export: a trailing comma on the header and on every row
     exported = write_csv(tmp_path / "export.csv", [r + "," for r in rows], header="date,x,y,")
     assert read_csv(exported).columns == ("x", "y")
+    # a trailing comma on some later rows only: pandas stops at the first such row
+    uneven = write_csv(tmp_path / "uneven.csv", [r + ("," if i % 3 else "") for i, r in enumerate(rows)])
+    assert read_csv(uneven).columns == ("x", "y")
+    np.testing.assert_array_equal(read_csv(uneven).values, read_csv(exported).values)
     # pandas would rename the second x to x.1 and a blank name to 'Unnamed: 1', and load them
     with pytest.raises(UsageError, match="column 'x' appears twice in the header; names must differ"):
         read_csv(write_csv(tmp_path / "twice.csv", rows, header="date,x,x"))
@@ -554,7 +558,7 @@ def _nan_inside() -> np.ndarray:
 BAD_INPUT = [
     # (id, file name, writer or None for no file, extra options, message after "<file>: ")
     ("missing file", "nowhere.csv", None, [], "file not found"),
-    ("ragged csv", "ragged.csv", _text("a,b\n1,2\n3,4,5\n"), [], "not a readable CSV (Error tokenizing data"),
+    ("ragged csv", "ragged.csv", _text("a,b\n1,2\n3,4,5\n"), [], "line 3 has more fields than the header"),
     ("binary csv", "binary.csv", _text(bytes(range(256)) * 4), [], "not a readable CSV ('utf-8' codec"),
     ("empty csv", "empty.csv", _text(""), [], "not a readable CSV (No columns to parse from file)"),
     (
@@ -584,6 +588,13 @@ BAD_INPUT = [
         _csv(replace_cell(ROWS, 7, 2, "inf")),
         [],
         "column 'y' has an infinite value (line 9)",
+    ),
+    (
+        "value beyond float32",  # its square overflows float64: it would be scaled to 0, silently
+        "huge.csv",
+        _csv(replace_cell(ROWS, 7, 2, "-1e300")),
+        [],
+        "column 'y' has -1e+300 (line 9), beyond what float32 training can hold (|x| <= 3.4e+38)",
     ),
     (
         "repeated time",
@@ -649,6 +660,22 @@ BAD_INPUT = [
         [],
         "X holds a NaN or infinite value (sequence {}, step {}, channel {}); "
         "give lengths if it is padding".format(*np.argwhere(np.isnan(NPZ["X"]))[0]),
+    ),
+    (
+        "value beyond float32 in X",
+        "huge.npz",
+        _npz(X=NPZ["X"] * 1e200),
+        [],
+        "X holds {:g} (sequence 0, step 0, channel 0), beyond what float32 training can hold".format(
+            NPZ["X"][0, 0, 0] * 1e200
+        ),
+    ),
+    (
+        "labels beyond int64",
+        "bigint.npz",
+        _npz(y=(np.arange(90) % 3 + 1) * 1e20),
+        [],
+        "y holds labels beyond the 64-bit integer range; use strings",
     ),
     ("unreadable npz", "junk.npz", _text("not a zip"), [], "not a readable NPZ file (not a zip archive"),
     ("missing array", "noy.npz", _npz(y=None), [], "array 'y' is missing (found: X, lengths)"),
@@ -720,7 +747,7 @@ def test_a_built_in_dataset_without_its_package_is_refused(
 def test_forecast_series_errors_name_the_column() -> None:
     values = np.ones((40, 2))
     values[17, 1] = np.inf
-    with pytest.raises(UsageError, match=r"s: column 'b' holds NaN or infinite values \(row 17\)"):
+    with pytest.raises(UsageError, match=r"s: column 'b' holds a NaN or infinite value \(row 17\)"):
         ForecastSeries(name="s", values=values, columns=("a", "b"))
 
 
