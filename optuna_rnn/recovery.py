@@ -65,6 +65,8 @@ WORKER_ATTR = "worker"
 WORKER_ID_ATTR = "worker_id"
 #: ``[interval, grace]`` in seconds of the heartbeat a trial's worker runs with (RDB storages).
 HEARTBEAT_ATTR = "heartbeat"
+#: How many workers died under a trial's earlier attempts; retries inherit it.
+DEATHS_ATTR = "worker_deaths"
 STALE_CLAIM_SECONDS = 60
 #: A running trial whose worker never recorded itself this long after it started is orphaned.
 OWNERLESS_STALE_SECONDS = 600
@@ -160,7 +162,10 @@ class RetryDeadWorker:
     The storages' stale-trial callback and :func:`requeue_orphaned` use it. Optuna's
     ``RetryHeartbeatStaleTrialCallback(max_retry=...)`` counts every trial of the retry
     history, so a trial resumed after a Ctrl-C would not be retried when its worker is then
-    killed; here only deaths count, interruptions (``stop_reason = "interrupted"``) do not.
+    killed; here only deaths count, interruptions do not. The count travels with the trial
+    as its ``worker_deaths`` user attr, which the retry inherits: a worker killed while it was
+    closing an interrupted trial leaves ``stop_reason = "interrupted"`` on a trial that died,
+    so the stop reasons of the history cannot tell deaths apart.
     """
 
     def __init__(self, *, max_retry: int = MAX_RETRY) -> None:
@@ -171,13 +176,17 @@ class RetryDeadWorker:
 
     def retry(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Queue the retry if ``trial`` has one left; returns whether it did."""
-        history = trial.system_attrs.get("retry_history") or []
-        if history:
-            earlier = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in history}
-            deaths = sum(t.user_attrs.get("stop_reason") != INTERRUPTED for t in earlier.values())
-            if deaths >= self.max_retry:
-                return False
-        retry_callback()(study, trial)
+        deaths = trial.user_attrs.get(DEATHS_ATTR)
+        if not isinstance(deaths, int):  # a study from before the count: read the history
+            history = trial.system_attrs.get("retry_history") or []
+            earlier = [t for t in study.get_trials(deepcopy=False) if t.number in history] if history else []
+            deaths = sum(t.user_attrs.get("stop_reason") != INTERRUPTED for t in earlier)
+        if deaths >= self.max_retry:
+            return False
+        retry = copy.deepcopy(trial)
+        retry.user_attrs.pop("stop_reason", None)  # whatever the dead worker had begun to write
+        retry.user_attrs[DEATHS_ATTR] = deaths + 1
+        retry_callback()(study, retry)
         return True
 
 
@@ -328,7 +337,7 @@ def requeue_orphaned(
         except BaseException:
             _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run tries again
             raise
-        if RetryDeadWorker().retry(study, copy.deepcopy(trial)):
+        if RetryDeadWorker().retry(study, trial):
             queued.append(trial.number)
     return queued
 

@@ -321,9 +321,19 @@ def run_workers(
         raise
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
     for index, code in failed:
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        print(f"optuna-rnn: worker {index + 1} of {workers} {how}", file=sys.stderr)
+        print(f"optuna-rnn: worker {index + 1} of {workers} {how_it_ended(code)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def how_it_ended(returncode: int) -> str:
+    """A worker's end in words, from its ``returncode`` (negative: the signal that killed it)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:  # real-time signals have no name
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
 
 
 def _watch(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import optuna
@@ -12,9 +14,10 @@ from optuna.trial import TrialState
 
 from optuna_rnn import recovery
 from optuna_rnn.errors import UsageError
-from optuna_rnn.liveness import this_process
+from optuna_rnn.liveness import process_identity, this_process
 from optuna_rnn.recovery import (
     CHECKPOINT_ATTR,
+    DEATHS_ATTR,
     GRACE_ENV,
     HEARTBEAT_ENV,
     INTERRUPTED,
@@ -41,6 +44,7 @@ from optuna_rnn.workers import (
     TrialGuard,
     cpu_quota,
     gpus_per_worker,
+    how_it_ended,
     threads_per_worker,
 )
 
@@ -237,6 +241,32 @@ def test_a_trial_resumed_after_an_interruption_is_still_retried_when_its_worker_
     assert len(study.trials) == 3
 
 
+def _dead_worker() -> str:
+    """The identity of a worker process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        return process_identity(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_trial_killed_while_closing_an_interruption_is_retried_once_not_for_ever(tmp_path) -> None:
+    storage = open_storage(str(tmp_path / "j.log"))  # a journal file: requeue_orphaned finds the dead
+    study = optuna.create_study(storage=storage)
+    trial = study.ask({"x": FloatDistribution(0, 1)})
+    # SIGTERM: the objective wrote its stop reason; then SIGKILL, before the trial was closed
+    trial.set_user_attr(WORKER_ID_ATTR, _dead_worker())
+    trial.set_user_attr("stop_reason", INTERRUPTED)
+    assert requeue_orphaned(study, tmp_path, storage=storage) == [0]
+    retry = study.ask()
+    assert "stop_reason" not in retry.user_attrs and retry.user_attrs[DEATHS_ATTR] == 1
+    retry.set_user_attr(WORKER_ID_ATTR, _dead_worker())  # its worker is killed too
+    # It used to inherit "interrupted", which hid this death and every later one: retried for ever.
+    assert requeue_orphaned(study, tmp_path, storage=storage) == []
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     study = optuna.create_study()
     for key in ("dead-twice", "interrupted", "running", "done-retry"):
@@ -321,3 +351,9 @@ def test_a_worker_warns_of_running_trials_whose_heartbeat_settings_clash_with_it
         "optuna-rnn: warning: trial 3 runs on a worker whose grace is 4 s; it would fail this worker's "
         f"trials between two of its heartbeats (10 s apart); {advice}",
     ]
+
+
+def test_a_workers_end_is_told_in_words_even_for_a_real_time_signal() -> None:
+    assert how_it_ended(3) == "exited with code 3"
+    assert how_it_ended(-9) == "was killed by SIGKILL"
+    assert how_it_ended(-35) == "was killed by signal 35"  # signal.Signals(35) raised ValueError
