@@ -175,6 +175,10 @@ def load_best_model(
     return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
 
 
+#: Trial states whose model file may be needed: complete, or able to complete yet.
+MAY_OWN_A_MODEL = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+
+
 class KeepTopModels:
     """Study callback that keeps the model files of the best ``k`` COMPLETE trials only.
 
@@ -186,7 +190,8 @@ class KeepTopModels:
     The trial's artifact entry stays in the storage (Optuna forbids changing a
     finished trial); downloading it reports the file as missing. The model of a
     FAIL trial (one killed after saving its model but before it was told
-    COMPLETE) is removed too, unless another trial (its retry) still names it.
+    COMPLETE) is removed too, unless another trial (its retry) still names it: a retry
+    that is running, waiting or complete; one that was pruned no longer needs it.
     """
 
     def __init__(self, store: FileSystemArtifactStore, k: int) -> None:
@@ -200,12 +205,16 @@ class KeepTopModels:
         if trial.state != TrialState.COMPLETE:
             return
         trials = study.get_trials(deepcopy=False)
-        # A retry inherits its failed trial's user attrs, model id included, until it saves its own.
-        alive = {t.user_attrs.get(ARTIFACT_ATTR) for t in trials if t.state != TrialState.FAIL}
-        failed = [
-            t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(ARTIFACT_ATTR) not in alive
+        # A retry inherits its failed trial's user attrs, model id included, until it saves its own
+        # (as it completes); a pruned retry ends still naming the dead trial's file.
+        alive = {t.user_attrs.get(ARTIFACT_ATTR) for t in trials if t.state in MAY_OWN_A_MODEL}
+        leftovers = [
+            t
+            for t in trials
+            if t.state in (TrialState.FAIL, TrialState.PRUNED)
+            and t.user_attrs.get(ARTIFACT_ATTR) not in alive
         ]
-        for dropped in [*ranked_complete(study)[self.k :], *failed]:
+        for dropped in [*ranked_complete(study)[self.k :], *leftovers]:
             artifact_id = dropped.user_attrs.get(ARTIFACT_ATTR)
             if not isinstance(artifact_id, str) or artifact_id in self._removed:
                 continue

@@ -368,15 +368,13 @@ def _print_summary(session: Any, seconds: float) -> None:
     from optuna.trial import TrialState
 
     from optuna_rnn.training import metric_for
-    from optuna_rnn.workers import is_surplus
+    from optuna_rnn.workers import state_counts
 
-    trials = session.study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
-    surplus = sum(map(is_surplus, trials))  # asked for after the total was reached: refused, not failed
+    count = state_counts(session.study.get_trials(deepcopy=False))
     running = f", {count[TrialState.RUNNING]} running" if count[TrialState.RUNNING] else ""
     print(
         f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "
-        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL] - surplus} failed{running} "
+        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed{running} "
         f"(this run: {seconds:.1f} s)"
     )
     best = session.best_trial()

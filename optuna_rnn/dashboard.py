@@ -46,6 +46,7 @@ from optuna_rnn.config import CONFIG_ATTR
 from optuna_rnn.errors import MissingModelError, UsageError
 from optuna_rnn.recovery import checkpoints_dir, tidy_checkpoints
 from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession
+from optuna_rnn.workers import state_counts
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication
@@ -80,7 +81,7 @@ def study_note(study: optuna.Study, *, best_test: dict[str, Any] | None = None) 
     """
     config, data, recorded_test = recorded(study)
     trials = study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    count = state_counts(trials)
     epochs = {s: sum(_epochs(t) for t in trials if t.state == s) for s in TrialState}
     metric = (study.metric_names or ["value"])[0]
     updated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

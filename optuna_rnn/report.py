@@ -36,6 +36,7 @@ from optuna.visualization import (
 
 from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.dashboard import config_sections, recorded
+from optuna_rnn.workers import state_counts
 
 SUMMARY = "summary.md"
 TOP_TRIALS = 10
@@ -116,8 +117,7 @@ def summary_markdown(
     best_test: dict[str, Any] | None = None,
 ) -> str:
     """``summary.md``: trial counts, best trials, the top trials, the recorded configuration, the plots."""
-    trials = study.get_trials(deepcopy=False)
-    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    count = state_counts(study.get_trials(deepcopy=False))
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
     goals = ", ".join(f"{d.name.lower()} {n}" for d, n in zip(study.directions, names, strict=True))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,6 +100,15 @@ class SharedTotal:
 def is_surplus(trial: FrozenTrial) -> bool:
     """Whether ``trial`` was refused because the study's total was reached before it started."""
     return str(trial.user_attrs.get("stop_reason", "")).startswith(SURPLUS)
+
+
+def state_counts(trials: Iterable[FrozenTrial]) -> dict[TrialState, int]:
+    """How many ``trials`` are in each state, leaving out surplus ones (refused, not failed)."""
+    count = dict.fromkeys(TrialState, 0)
+    for trial in trials:
+        if not is_surplus(trial):
+            count[trial.state] += 1
+    return count
 
 
 class TrialGuard:

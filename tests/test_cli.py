@@ -17,7 +17,9 @@ import torch
 from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note
 
+from optuna_rnn.dashboard import study_note
 from optuna_rnn.errors import UsageError
+from optuna_rnn.report import summary_markdown
 from optuna_rnn.study import open_session
 from tests.conftest import cli_command, cli_env
 
@@ -274,6 +276,11 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(
     )  # nothing left: the summary only
     assert out.returncode == 0, out.stderr
     assert "Study 'digits': 3 complete, 0 pruned, 0 failed (this run" in out.stdout
+    study = load(tmp_path, "digits")  # so say the dashboard's note and the report's summary.md
+    assert "| complete | pruned | failed | running |" in study_note(study)
+    assert "| 3 | 0 | 0 | 0 |" in study_note(study)
+    assert "| running | complete | pruned | fail | waiting |\n| ---: " in summary_markdown(study, [], {})
+    assert "| 0 | 3 | 0 | 0 | 0 |" in summary_markdown(study, [], {})
     assert "Best trial #2: validation accuracy inf" in out.stdout
     assert out.stderr == (
         "optuna-rnn: note: study 'digits' already holds 3 finished trials (--n-trials 3 is the study's "

@@ -322,6 +322,25 @@ def test_keep_top_removes_the_model_of_a_trial_that_failed_after_saving_it(tmp_p
     assert (tmp_path / "artifacts" / inherited).exists()
 
 
+def test_keep_top_removes_the_model_a_pruned_retry_inherited(tmp_path) -> None:
+    store = artifact_store(tmp_path / "artifacts")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    upload_model(store, trial, {"weights": torch.zeros(2)})
+    study.tell(trial, state=TrialState.FAIL)  # killed after saving its model
+    dead = study.trials[0].user_attrs[ARTIFACT_ATTR]
+    study.enqueue_trial({}, user_attrs={ARTIFACT_ATTR: dead})  # its retry, which is then pruned
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        return 1.0
+
+    study.optimize(objective, n_trials=2, callbacks=[KeepTopModels(store, 3)])
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE]
+    assert not (tmp_path / "artifacts" / dead).exists()  # was kept for good
+
+
 def test_dashboard_store_finds_artifacts_in_recorded_directories(tuned_study, tmp_path) -> None:
     study = load(tuned_study)
     primary = tmp_path / "elsewhere"
