@@ -58,7 +58,7 @@ def render(runs: dict[tuple[str, str, int], BudgetRun], *, budget: int, max_epoc
             mine = [runs[dataset, label, s] for s in seeds]
             ref = [runs[dataset, REFERENCE, s] for s in seeds]
             reach = statistics.median(
-                epochs_to_reach(r, q.best_at(budget)) / budget for r, q in zip(mine, ref, strict=True)
+                epochs_to_reach(r, q.best_at(budget), budget) / budget for r, q in zip(mine, ref, strict=True)
             )
             gains = [gain(r, q, budget) for r, q in zip(mine, ref, strict=True)]
             lo, hi = bootstrap_ci(gains)

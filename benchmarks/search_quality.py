@@ -27,8 +27,14 @@ def gain(run: BudgetRun, reference: BudgetRun, epochs: float) -> float:
     return a - b if run.direction == "maximize" else b - a
 
 
-def epochs_to_reach(run: BudgetRun, target: float) -> float:
+def epochs_to_reach(run: BudgetRun, target: float, budget: int) -> float:
+    """Epochs ``run`` spent until its best reached ``target``; inf if not within ``budget``.
+
+    The trial that crossed the budget does not count, as in every other column.
+    """
     for spent, best in run.curve:
+        if spent > budget:
+            break
         if (best >= target) if run.direction == "maximize" else (best <= target):
             return spent
     return math.inf
@@ -93,7 +99,8 @@ def run(*, quick: bool = False) -> Section:
             row.append(statistics.median(tests) if tests else "")
             row.append(statistics.median(by[method, s].trials for s in seeds))
             rows.append(row)
-        reach = [epochs_to_reach(by[DEFAULT, s], by["random", s].best_at(budget)) / budget for s in seeds]
+        targets = {s: by["random", s].best_at(budget) for s in seeds}
+        reach = [epochs_to_reach(by[DEFAULT, s], targets[s], budget) / budget for s in seeds]
         median_reach = statistics.median(reach)
         metric = "accuracy" if mine[0].direction == "maximize" else "RMSE"
         header = ["method"]
