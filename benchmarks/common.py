@@ -155,9 +155,13 @@ def in_processes(
         tqdm(total=len(jobs), initial=len(results), desc=desc, unit="run") as bar,
     ):
         futures = {pool.submit(fn, *args, **kwargs): job for job, args in todo.items()}
-        for done in as_completed(futures):
-            job = futures[done]
-            results[job] = done.result()
-            cache.add(keys[job], results[job])
-            bar.update()
+        try:
+            for done in as_completed(futures):
+                job = futures[done]
+                results[job] = done.result()
+                cache.add(keys[job], results[job])
+                bar.update()
+        except BaseException:  # a failed run: say so now, not after every queued run has run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return {job: results[job] for job in jobs}
