@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-import statistics
 import tempfile
 import time
 import uuid
@@ -210,7 +209,8 @@ def run(*, quick: bool = False) -> Section:
                     measure(url, dataset, size, n_measured, max_epochs, snapshot=snapshot)
                 )
         for (label, _url, size, snapshot), results in measured.items():
-            m = {key: statistics.median(r[key] for r in results) for key in results[0]}
+            # every column from the repeat with the median share, so that a row's columns reconcile
+            m = sorted(results, key=lambda r: r["share"])[(len(results) - 1) // 2]
             spread = sorted(r["per_trial"] * 1000 for r in results)
             rows.append(
                 [
@@ -238,7 +238,8 @@ def run(*, quick: bool = False) -> Section:
     body = (
         f"Machine: {machine()}. The `{dataset}` study with its defaults (median pruner, at most "
         f"{max_epochs} epochs, early stopping), {n_measured} trials measured on top of the study's size, "
-        f"{repeats} repeats interleaved across the rows; each figure is the median over the repeats. "
+        f"{repeats} repeats interleaved across the rows; each row shows the repeat with the median "
+        "overhead share, every column from that repeat. "
         "'once per run' is the worker's start-up and wrap-up (the run's set-up, the closing dashboard "
         "update; the study's trials are already in its memory), paid once however many trials it runs; "
         "'trials s' is the wall-clock from "
