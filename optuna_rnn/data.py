@@ -18,6 +18,7 @@ The test split is never used for selection: it only scores the best trial.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from optuna_rnn.space import Choice, IntRange, SearchSpace, Task
 
 #: Windowed copies of a forecasting series kept for reuse (the most recent one is always kept).
 WINDOW_CACHE_BYTES = 256 * 2**20
+# One lock for every series' window cache: trials of one study may run in threads (n_jobs).
+_WINDOW_CACHE_LOCK = threading.Lock()
 #: The largest magnitude a value may have: models train in float32 and keep the data's means.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -341,12 +344,13 @@ class ForecastSeries:
         if window is None:
             raise ValueError("forecasting needs a window length")
         self.require_window(window)
-        data = self._cache.pop(window, None) or self._make_windows(window)
-        self._cache[window] = data  # the most recently used last
-        # Each window length copies the series about `window` times over: keep the recent ones
-        # only, so a long study's memory does not grow with the lengths its trials drew.
-        while len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > WINDOW_CACHE_BYTES:
-            del self._cache[next(iter(self._cache))]
+        with _WINDOW_CACHE_LOCK:
+            data = self._cache.pop(window, None) or self._make_windows(window)
+            self._cache[window] = data  # the most recently used last
+            # Each window length copies the series about `window` times over: keep the recent ones
+            # only, so a long study's memory does not grow with the lengths its trials drew.
+            while len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > WINDOW_CACHE_BYTES:
+                del self._cache[next(iter(self._cache))]
         return data
 
     def target_times(self, window: int) -> dict[str, np.ndarray]:

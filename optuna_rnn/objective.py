@@ -237,8 +237,8 @@ def curve_attr(history: list[dict[str, float]]) -> dict[str, list[Any]]:
 
 
 def _finite(value: float) -> float | None:
-    """Rounded, with NaN/inf as ``None`` so the JSON stays standard."""
-    return round(value, 6) if math.isfinite(value) else None
+    """To 6 significant digits (a metric in small units keeps its shape), NaN/inf as ``None`` for JSON."""
+    return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
 def _record(trial: optuna.Trial, result: FitResult) -> None:

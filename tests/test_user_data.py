@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from optuna_rnn import data as data_module
 from optuna_rnn.artifacts import model_from_payload
 from optuna_rnn.data import ForecastSeries, Split
 from optuna_rnn.errors import UsageError
+from optuna_rnn.objective import curve_attr
 from optuna_rnn.readers import read_csv, read_file, read_npz
 from optuna_rnn.training import iterate_batches
 from tests.conftest import TINY_SPACE
@@ -58,6 +60,33 @@ def test_a_series_keeps_only_its_recently_used_window_lengths(monkeypatch: pytes
     assert series.windowed(40) is series.windowed(40)  # the recent one is reused, not rebuilt
     monkeypatch.setattr(data_module, "WINDOW_CACHE_BYTES", 0)
     assert series.windowed(8) is series.windowed(8)  # the one in use is always kept
+
+
+def test_trials_in_threads_share_a_series_window_cache_safely() -> None:
+    # study.optimize(n_jobs=2) runs trials in threads over one series: the cache's eviction
+    # reads it while another thread inserts, which failed with "dictionary changed size".
+    series = ForecastSeries(name="s", values=np.random.default_rng(0).normal(size=(400, 2)))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that a race shows within a second
+    errors: list[BaseException] = []
+
+    def draw(offset: int) -> None:
+        try:
+            for i in range(3000):
+                series.windowed(8 + (offset + i) % 5)
+        except BaseException as error:  # noqa: BLE001 - the assertion below shows it
+            errors.append(error)
+
+    try:
+        for _ in range(20):  # without the lock, most rounds fail
+            threads = [threading.Thread(target=draw, args=(k,)) for k in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []
 
 
 def _times_csv(path: Path, times: list[str]) -> Path:
@@ -765,3 +794,15 @@ def test_forecast_series_arguments_that_cannot_make_splits_are_refused() -> None
         Trainer(device="cpu").evaluate(
             torch.nn.Linear(1, 1), ForecastSeries(name="s", values=values).windowed(8), "validation"
         )
+
+
+def test_a_learning_curve_in_small_units_keeps_its_shape() -> None:
+    # a target in metres measured at micrometre scale: rounding to 6 decimals flattened it to 1e-06
+    history = [
+        {"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.4 / e, "val_metric": m, "seconds": 0.0123456789}
+        for e, m in enumerate([7.566679e-07, 7.488304e-07, 7.428487e-07], start=1)
+    ]
+    curve = curve_attr(history)
+    assert curve["val_metric"] == [7.56668e-07, 7.4883e-07, 7.42849e-07]
+    assert curve["seconds"] == [0.0123457] * 3
+    assert curve_attr([{**history[0], "val_metric": float("nan")}])["val_metric"] == [None]
