@@ -157,6 +157,29 @@ def _n_trials_arg(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"the study's total of finished trials (default: its last run's, else {DEFAULT_N_TRIALS})",
     )
+    parser.add_argument(
+        "--retry-trial",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="fail and retry running trial N, whose worker you know is gone (repeatable)",
+    )
+
+
+def retry_chosen(session: Any, numbers: list[int]) -> None:
+    """``--retry-trial``: fail and queue again the running trials the user says are dead."""
+    if not numbers:
+        return
+    from optuna_rnn import shutdown
+    from optuna_rnn.recovery import requeue_chosen
+
+    with shutdown.deferred():  # a trial failed but not yet queued again would be lost
+        queued = requeue_chosen(session.study, numbers, session.checkpoints_dir, storage=session.storage)
+    for number in dict.fromkeys(numbers):
+        outcome = "closed as failed and queued again" if number in queued else "not queued again"
+        why = "" if number in queued else " (another worker took it, or it was retried before)"
+        print(f"optuna-rnn: note: trial {number} {outcome}{why}", file=sys.stderr)
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
@@ -287,6 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     n_trials = session.total(args.n_trials, default=DEFAULT_N_TRIALS)
     session.record_total(n_trials)
+    retry_chosen(session, args.retry_trial)
     started = time.perf_counter()
     code = 0
     if args.workers > 1:
@@ -349,6 +373,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     diversify_sampler(session.study, session.config.sampler)
+    retry_chosen(session, args.retry_trial)
     started = time.perf_counter()
     run_trials(
         session,
@@ -466,13 +491,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     refuse_in_memory(args.storage)
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True, for_reading=True)  # never creates an empty database
-    artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
+    beside = default_artifacts_dir(url)
+    artifacts = os.path.abspath(args.artifacts) if args.artifacts else beside
 
     def ready(address: str) -> None:
         print(f"optuna-dashboard for {mask_url(url)} at {address}  (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(storage, artifacts=artifacts, host=args.host, port=args.port, on_ready=ready)
+        serve(storage, artifacts=artifacts, beside=beside, host=args.host, port=args.port, on_ready=ready)
     except KeyboardInterrupt:
         print("optuna-dashboard stopped.", flush=True)
     return 0

@@ -195,7 +195,8 @@ def _settings_lines(config: dict[str, Any]) -> list[str]:
         f"- pruner: **{config.get('pruner', '?')}**",
         f"- epochs per trial: at most {config.get('max_epochs', '?')}, "
         f"early-stopping patience {config.get('patience') or 'off'}",
-        f"- trained weights: `{config.get('artifacts')}`"
+        f"- trained weights: `{config.get('artifacts') or 'optuna-rnn-artifacts/'}`"
+        + ("" if config.get("artifacts") else " beside the database")
         + (f", best {keep} trials kept" if keep else ", every complete trial kept"),
     ]
 
@@ -390,13 +391,17 @@ class StudyArtifactStore:
     Each optuna-rnn study records its artifact directory; one dashboard shows
     all studies of a storage, so an artifact is looked up in ``primary`` (the
     ``--artifacts`` option or the default beside the database) and then in each
-    recorded directory. Uploads from the dashboard go to ``primary``. Directories
-    are never created just by looking.
+    recorded directory. A study on a storage file that recorded none keeps its models in
+    ``beside`` (the default folder beside the file, wherever the file has moved).
+    Uploads from the dashboard go to ``primary``. Directories are never created just by looking.
     """
 
-    def __init__(self, storage: BaseStorage, primary: str | Path) -> None:
+    def __init__(
+        self, storage: BaseStorage, primary: str | Path, *, beside: str | Path | None = None
+    ) -> None:
         self.storage = storage
         self.primary = Path(primary)
+        self.beside = Path(beside) if beside is not None else self.primary
 
     def checkpoints_of(self, study_id: int) -> Path | None:
         """The checkpoint folder of study ``study_id`` (in its recorded directory), if it has one."""
@@ -405,7 +410,7 @@ class StudyArtifactStore:
             recorded = _recorded_artifacts(self.storage.get_study_user_attrs(study_id))
         except KeyError:
             return None
-        folder = checkpoints_dir(recorded or self.primary, name)
+        folder = checkpoints_dir(recorded or self.beside, name)
         return folder if folder.is_dir() else None
 
     def directories(self) -> list[Path]:
@@ -413,8 +418,7 @@ class StudyArtifactStore:
         found = [self.primary]
         for study in self.storage.get_all_studies():
             recorded = _recorded_artifacts(study.user_attrs)
-            if recorded is not None:
-                found.append(Path(recorded))
+            found.append(Path(recorded) if recorded is not None else self.beside)
         return list(dict.fromkeys(p.resolve() for p in found))
 
     def open_reader(self, artifact_id: str) -> BinaryIO:
@@ -530,20 +534,21 @@ def serve(
     storage: BaseStorage,
     *,
     artifacts: str | Path,
+    beside: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve optuna-dashboard for ``storage`` until interrupted.
 
-    ``artifacts`` is the primary artifact directory (see
-    :class:`StudyArtifactStore`). ``port`` 0 picks a free port; ``on_ready``
+    ``artifacts`` is the primary artifact directory and ``beside`` the default one beside
+    a storage file (see :class:`StudyArtifactStore`). ``port`` 0 picks a free port; ``on_ready``
     gets the dashboard's URL once the server listens. A port in use raises
     :class:`UsageError`.
     """
     from optuna_dashboard import wsgi
 
-    store = StudyArtifactStore(storage, artifacts)
+    store = StudyArtifactStore(storage, artifacts, beside=beside)
     app = missing_artifacts_as_404(wsgi(storage, artifact_store=store), store)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6

@@ -5,9 +5,11 @@ machine can later tell from it whether that worker is gone (:func:`is_gone`), so
 killed worker's trial is retried even on storages without a heartbeat.
 
 A process id alone is not enough: ids are reused, and containers that share a host name
-(``--network host``) each count their own. So the identity also holds, on Linux, the boot id,
-the pid namespace and the process's start time; where any of these differ from the asking
-process's view, it cannot tell, and says so (``None``) rather than guess.
+(``--network host``) each count their own. So the identity also holds, on Linux, the boot id
+(with the machine id), the pid namespace and the process's start time; where any of these differ
+from the asking process's view, it cannot tell, and says so (``None``) rather than guess. One
+difference it can judge: the same machine (host name and machine id) booted since, which ended
+every process of the earlier boot.
 
 Example::
 
@@ -43,12 +45,22 @@ def _start_time(pid: int) -> str:
 
 @functools.cache
 def _namespace() -> tuple[str, str]:
-    """This machine's boot id and this process's pid namespace (Linux), or empty strings."""
+    """This boot of this machine (``boot id@machine id``) and this process's pid namespace (Linux),
+    or empty strings."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return _read("/proc/sys/kernel/random/boot_id"), namespace
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    machine = _read("/etc/machine-id") or _read("/var/lib/dbus/machine-id")
+    return (f"{boot}@{machine}" if boot and machine else boot), namespace
+
+
+def _booted_since(boot: str, my_boot: str) -> bool:
+    """Whether ``boot`` is an earlier boot of this machine: same machine id, another boot id."""
+    boot_id, _, machine = boot.partition("@")
+    my_boot_id, _, my_machine = my_boot.partition("@")
+    return bool(boot_id and my_boot_id and machine) and machine == my_machine and boot_id != my_boot_id
 
 
 def process_identity(pid: int) -> str:
@@ -69,8 +81,12 @@ def is_gone(identity: str) -> bool | None:
         return None
     host, boot, namespace, pid, started = parts
     my_boot, my_namespace = _namespace()
-    if host != socket.gethostname() or (boot, namespace) != (my_boot, my_namespace):
-        return None  # another machine, boot or container: its process ids are not ours
+    if host != socket.gethostname():
+        return None  # another machine: its process ids are not ours
+    if boot != my_boot:
+        return True if _booted_since(boot, my_boot) else None
+    if namespace != my_namespace:
+        return None  # another container: its process ids are not ours
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

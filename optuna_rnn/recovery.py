@@ -325,21 +325,58 @@ def requeue_orphaned(
         else:  # a retry its own (stalled, now live) worker took up again carries that worker's id
             alive = isinstance(owner, str) and is_gone(owner) is False
             orphaned = not alive and _older_than(trial, OWNERLESS_STALE_SECONDS)
-        if not orphaned or not _claim(Path(directory), trial):
-            continue
-        try:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(
-                storage.get_study_id_from_name(study.study_name), trial.number
-            )
-            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # closed meanwhile by another worker (the heartbeat's retry owns it)
-        except BaseException:
-            _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run tries again
-            raise
-        if RetryDeadWorker().retry(study, trial):
+        if orphaned and _fail_and_retry(study, trial, directory, storage=storage):
             queued.append(trial.number)
     return queued
+
+
+def requeue_chosen(
+    study: optuna.Study,
+    numbers: list[int],
+    directory: str | os.PathLike[str],
+    *,
+    storage: optuna.storages.BaseStorage,
+) -> list[int]:
+    """Close as FAIL, and queue for a retry, the running trials ``numbers`` whose workers the user
+    knows are gone (``run --retry-trial N``).
+
+    For what :func:`requeue_orphaned` cannot judge without a heartbeat: a worker on another
+    machine, or in a container since restarted. A number that is not a running trial of the
+    study raises :class:`UsageError` before any trial is touched. Returns the numbers queued again
+    (a trial retried too often already is failed without one, as the heartbeat would do).
+    """
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for number in numbers:
+        trial = by_number.get(number)
+        if trial is None or trial.state != TrialState.RUNNING:
+            state = "not in the study" if trial is None else f"{trial.state.name.lower()}, not running"
+            raise UsageError(f"--retry-trial {number}: trial {number} of {study.study_name!r} is {state}")
+    return [
+        n for n in dict.fromkeys(numbers) if _fail_and_retry(study, by_number[n], directory, storage=storage)
+    ]
+
+
+def _fail_and_retry(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    directory: str | os.PathLike[str],
+    *,
+    storage: optuna.storages.BaseStorage,
+) -> bool:
+    """Claim ``trial`` (a dead worker's), close it as FAIL and queue its retry; whether one was queued."""
+    if not _claim(Path(directory), trial):
+        return False
+    try:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), trial.number
+        )
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # closed meanwhile by another worker (the heartbeat's retry owns it)
+    except BaseException:
+        _marker(Path(directory), trial).unlink(missing_ok=True)  # unclaimed: the next run tries again
+        raise
+    return RetryDeadWorker().retry(study, trial)
 
 
 def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> None:

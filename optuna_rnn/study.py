@@ -38,6 +38,7 @@ from optuna_rnn.datasets import DatasetSpec
 from optuna_rnn.errors import UsageError
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
+    WORKER_ID_ATTR,
     RetryDeadWorker,
     checkpoints_dir,
     drop_leftovers,
@@ -417,7 +418,19 @@ class StudySession:
 
     @property
     def artifacts_dir(self) -> str:
-        return self.config.artifacts or default_artifacts_dir(self.storage_url)
+        """The recorded folder, or the default beside the storage file wherever it is now.
+
+        A study made before the default was recorded as "beside the file" holds the default's
+        absolute path: if that folder is gone and one sits beside the file, the project moved.
+        """
+        default = default_artifacts_dir(self.storage_url)
+        recorded = self.config.artifacts
+        if recorded is None:
+            return default
+        moved = Path(recorded).name == ARTIFACTS_DIRNAME and not os.path.isdir(recorded)
+        if moved and storage_file(self.storage_url) is not None and os.path.isdir(default):
+            return default
+        return recorded
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -458,9 +471,18 @@ class StudySession:
             patience=self.config.patience,
             device=device,
             seed=self.config.seed,
-            artifacts=artifact_store(self.artifacts_dir),
+            artifacts=self._artifact_store(),
             checkpoints=self.checkpoints_dir,
         )
+
+    def _artifact_store(self) -> optuna.artifacts.FileSystemArtifactStore:
+        try:
+            return artifact_store(self.artifacts_dir)
+        except OSError as exc:  # e.g. a database copied from another machine records its folder
+            raise UsageError(
+                f"study {self.study.study_name!r} saves its models in {self.artifacts_dir}, which cannot "
+                f"be created here ({exc.strerror}); create that folder or link it to the study's models"
+            ) from None
 
     def total(self, n_trials: int | None, *, default: int) -> int:
         """``n_trials`` if given, else the total the study's last ``run`` aimed at, else ``default``.
@@ -592,6 +614,9 @@ def open_session(
         grace_period=grace_period,
         for_reading=read_only,
     )
+    named = (given or {}).get("artifacts")
+    if named is not None and file is not None and _same_path(named, default_artifacts_dir(url)):
+        given = {k: v for k, v in (given or {}).items() if k != "artifacts"}  # the default, named
     # A reader has no run to wait for: a study without a configuration was not made by optuna-rnn.
     recorded = recorded_config(backend, study_name) if read_only else settled_config(backend, study_name)
     if recorded is None and not create:
@@ -600,9 +625,12 @@ def open_session(
     if read_only and recorded is not None:
         loaded = optuna.load_study(study_name=study_name, storage=backend)
         return StudySession(loaded, config, url, storage=backend)
-    if recorded is None:  # recorded absolute: other processes open it from other directories
+    if recorded is None:
         artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
-        config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
+        # Recorded absolute (other processes open it from other directories), except the default
+        # beside a storage file: left unrecorded, it is found beside the file when the folder moves.
+        if config.artifacts is not None or file is None:
+            config = StudyConfig(**{**_as_kwargs(config), "artifacts": artifacts_dir})
     # The data given were loaded (and checked) before the storage was opened, and merge_config
     # found them the recorded ones; otherwise load and check them now, before anything is created.
     dataset = given_data if given_data is not None else config.dataset.load()
@@ -655,6 +683,22 @@ def open_session(
             reseeded = StudyConfig(**{**_as_kwargs(config), "seed": resumed_seed(config.seed, resumed_at)})
             study.sampler = make_sampler(reseeded, dataset=dataset)
     return StudySession(study, config, url, storage=backend, dataset=dataset)
+
+
+def _say_who_fills_the_total(study: optuna.Study, n_trials: int) -> None:
+    """A run that stops at once because running trials fill ``--n-trials`` says which and what to do."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    named = ", ".join(f"{t.number} ({t.user_attrs.get(WORKER_ID_ATTR, 'worker unknown')})" for t in running)
+    print(
+        f"optuna-rnn: note: running trials make up the rest of --n-trials {n_trials}, so this run "
+        f"starts none: {named}. If their workers are gone (on another machine, or in a container "
+        "since restarted, where no heartbeat tells), give --retry-trial N for each",
+        file=sys.stderr,
+    )
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _make_artifacts_dir(path: str) -> None:
@@ -784,7 +828,10 @@ def run_trials(
             file=sys.stderr,
         )
     dashboard = StudyDashboard(session)
-    if remaining <= 0 or total.reached(session.study):
+    filled = remaining > 0 and total.reached(session.study)
+    if filled:
+        _say_who_fills_the_total(session.study, n_trials)
+    if remaining <= 0 or filled:
         _wrap_up(session, dashboard)  # a stop at the very end of an earlier run may have skipped it
         return
     guard = TrialGuard(session.study, session.objective(device=device), total, heartbeat=heartbeat)

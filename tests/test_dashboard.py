@@ -31,6 +31,7 @@ from optuna_rnn.artifacts import (
     ranked_complete,
     upload_model,
 )
+from optuna_rnn.config import CONFIG_ATTR
 from optuna_rnn.dashboard import CURVES_GRAPH, EPOCHS_GRAPH, StudyArtifactStore
 from optuna_rnn.recovery import checkpoints_dir
 from optuna_rnn.study import open_storage
@@ -341,10 +342,13 @@ def test_keep_top_removes_the_model_a_pruned_retry_inherited(tmp_path) -> None:
     assert not (tmp_path / "artifacts" / dead).exists()  # was kept for good
 
 
-def test_dashboard_store_finds_artifacts_in_recorded_directories(tuned_study, tmp_path) -> None:
+def test_dashboard_store_finds_artifacts_in_recorded_directories_or_beside_the_database(
+    tuned_study, tmp_path
+) -> None:
     study = load(tuned_study)
     primary = tmp_path / "elsewhere"
-    store = StudyArtifactStore(open_storage(tuned_study.storage, must_exist=True), primary)
+    storage = open_storage(tuned_study.storage, must_exist=True)
+    store = StudyArtifactStore(storage, primary, beside=tuned_study.folder / "optuna-rnn-artifacts")
     with store.open_reader(study.best_trial.user_attrs[ARTIFACT_ATTR]) as reader:
         assert reader.read(2) == b"PK"  # torch.save writes a zip archive
     with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
@@ -476,3 +480,64 @@ def test_best_and_report_answer_from_a_storage_they_cannot_write(
         subprocess.run(["chattr", "-i", str(journal)], check=True)
     stored = optuna.load_study(study_name="ro", storage=open_storage(str(journal), must_exist=True))
     assert stored.user_attrs.get(BEST_TEST_ATTR) is None  # nothing was written
+
+
+def _recorded_config(storage: str, study: str) -> dict[str, object]:
+    return json.loads(optuna.load_study(study_name=study, storage=storage).user_attrs[CONFIG_ATTR])
+
+
+def _set_recorded_artifacts(storage: str, study: str, folder: str) -> None:
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    loaded.set_user_attr(CONFIG_ATTR, json.dumps(_recorded_config(storage, study) | {"artifacts": folder}))
+
+
+@pytest.mark.parametrize("recorded_absolute", [False, True], ids=["new", "recorded-by-an-earlier-version"])
+def test_a_moved_project_folder_keeps_its_models(
+    cli_in_process, tmp_path, tiny_space, recorded_absolute
+) -> None:
+    project, moved = tmp_path / "project", tmp_path / "moved"
+    project.mkdir()
+
+    def db(folder: Path) -> str:
+        return f"sqlite:///{folder / 'optuna-rnn.db'}"
+
+    args = ("--space", str(tiny_space), "--max-epochs", "1", "--seed", "0", "-q")
+    out = cli_in_process(
+        "run", "--dataset", "digits", "--study", "mv", "--storage", db(project), *args, "--n-trials", "1"
+    )
+    assert out.returncode == 0, out.stderr
+    assert _recorded_config(db(project), "mv")["artifacts"] is None  # the default: beside the database
+    if recorded_absolute:
+        _set_recorded_artifacts(db(project), "mv", str(project / "optuna-rnn-artifacts"))
+    project.rename(moved)
+
+    out = cli_in_process(
+        "best", "--study", "mv", "--storage", db(moved), "--export", str(tmp_path / "best.pt")
+    )
+    assert out.returncode == 0, out.stderr
+    named = ("--artifacts", str(moved / "optuna-rnn-artifacts"))  # the default, named: no mismatch
+    out = cli_in_process("run", "--study", "mv", "--storage", db(moved), "--n-trials", "2", "-q", *named)
+    assert out.returncode == 0, out.stderr
+    assert not project.exists()  # nothing re-created at the old place
+    study = optuna.load_study(study_name="mv", storage=db(moved))
+    saved = [t.user_attrs[ARTIFACT_ATTR] for t in study.trials if t.state == TrialState.COMPLETE]
+    assert saved and all((moved / "optuna-rnn-artifacts" / a).is_file() for a in saved)
+
+
+def test_a_recorded_artifacts_folder_that_cannot_be_made_is_a_usage_error(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'copied.db'}"
+    args = ("--space", str(tiny_space), "--max-epochs", "1", "--seed", "0", "-q", "--storage", storage)
+    assert (
+        cli_in_process("run", "--dataset", "digits", "--study", "c", "--n-trials", "1", *args).returncode == 0
+    )
+    (tmp_path / "a-file").write_text("")
+    _set_recorded_artifacts(storage, "c", str(tmp_path / "a-file" / "models"))  # like another machine's path
+    out = cli_in_process("run", "--study", "c", "--n-trials", "2", *args)
+    assert out.returncode == 2
+    assert (
+        f"study 'c' saves its models in {tmp_path / 'a-file' / 'models'}, which cannot be created here"
+        in out.stderr
+    )
+    assert "Traceback" not in out.stderr

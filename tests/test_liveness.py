@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,16 @@ def test_another_machine_boot_or_container_cannot_be_judged() -> None:
     ):
         assert is_gone("|".join(other)) is None, other
     assert is_gone("host:123") is None  # not an identity at all
+
+
+@linux_only
+def test_a_worker_of_an_earlier_boot_of_this_machine_is_gone() -> None:
+    host, _, namespace, pid, started = this_process().split("|")
+    machine = Path("/etc/machine-id").read_text().strip() if Path("/etc/machine-id").exists() else ""
+    if not machine:
+        pytest.skip("this machine has no machine id (/etc/machine-id)")
+    earlier = "00000000-0000-0000-0000-000000000000"
+    # a reboot ends every process, whatever the container or process id
+    assert is_gone("|".join((host, f"{earlier}@{machine}", "pid:[1]", pid, started))) is True
+    assert is_gone("|".join((host, f"{earlier}@another-machine", namespace, pid, started))) is None
+    assert is_gone("|".join(("elsewhere", f"{earlier}@{machine}", namespace, pid, started))) is None

@@ -267,6 +267,42 @@ def test_a_trial_killed_while_closing_an_interruption_is_retried_once_not_for_ev
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
 
 
+def test_a_trial_whose_worker_cannot_be_judged_is_named_and_retried_when_asked(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    # a journal file has no heartbeat, and a worker on another machine (or in a container since
+    # restarted) cannot be judged from here: its trial used to fill --n-trials silently, for ever
+    args = ("--study", "s", "--storage", "j.log", "-q")
+    new = ("--dataset", "digits", "--space", str(tiny_space), "--max-epochs", "1", "--seed", "0")
+    assert cli_in_process("run", *args, *new, "--n-trials", "1").returncode == 0
+    study = optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "j.log")))
+    study.enqueue_trial(study.trials[0].params)
+    stuck = study.ask()
+    stuck.set_user_attr(WORKER_ID_ATTR, "elsewhere|boot|pid:[1]|123|456")
+
+    out = cli_in_process("run", *args, "--n-trials", "2")
+    assert out.returncode == 0, out.stderr
+    assert (
+        "running trials make up the rest of --n-trials 2, so this run starts none: 1 (elsewhere|"
+        in out.stderr
+    )
+    assert "give --retry-trial N for each" in out.stderr
+    assert len(study.get_trials()) == 2
+    for number, why in (
+        (5, "trial 5 of 's' is not in the study"),
+        (0, "trial 0 of 's' is complete, not running"),
+    ):
+        refused = cli_in_process("run", *args, "--n-trials", "2", "--retry-trial", str(number))
+        assert refused.returncode == 2 and f"--retry-trial {number}: {why}" in refused.stderr
+
+    out = cli_in_process("run", *args, "--n-trials", "2", "--retry-trial", "1")
+    assert out.returncode == 0, out.stderr
+    assert "trial 1 closed as failed and queued again" in out.stderr
+    trials = study.get_trials()
+    assert [t.state for t in trials[1:]] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].system_attrs["retry_history"] == [1]
+
+
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     study = optuna.create_study()
     for key in ("dead-twice", "interrupted", "running", "done-retry"):
