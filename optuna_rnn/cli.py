@@ -395,12 +395,16 @@ def _print_summary(session: Any, seconds: float) -> None:
     from optuna_rnn.training import metric_for
     from optuna_rnn.workers import state_counts
 
-    count = state_counts(session.study.get_trials(deepcopy=False))
+    trials = session.study.get_trials(deepcopy=False)
+    count = state_counts(trials)
     running = f", {count[TrialState.RUNNING]} running" if count[TrialState.RUNNING] else ""
+    # an interrupted trial or a dead worker's is failed and then retried under a new number
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
+    again = sum(t.state == TrialState.FAIL and t.number in retried for t in trials)
     print(
         f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "
-        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed{running} "
-        f"(this run: {seconds:.1f} s)"
+        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed"
+        f"{f' ({again} of them retried)' if again else ''}{running} (this run: {seconds:.1f} s)"
     )
     best = session.best_trial()
     if best is None:
@@ -534,7 +538,12 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
 
     ``script`` names the study script (``studies/<name>.py``) that runs it, for its messages.
     """
-    args = build_parser(script=script).parse_args(argv)
+    parser = build_parser(script=script)
+    args = parser.parse_args(argv)
+    # `--storage "$DB"` with DB unset must not quietly mean the default database (nor "" a folder)
+    empty = [name for name, value in vars(args).items() if value == "" and name != "host"]
+    if empty:
+        parser.error(f"--{empty[0].replace('_', '-')} must not be empty")
     import optuna
 
     from optuna_rnn import shutdown
@@ -594,6 +603,8 @@ def study_script(dataset: str, argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if "--version" in args:
+        return main(["--version"])
     if "-h" in args or "--help" in args:
         print(f"{script} runs `optuna-rnn run --dataset {dataset}` with these options.\n")
         with contextlib.suppress(SystemExit):

@@ -822,11 +822,7 @@ def run_trials(
     grid_left = session.grid_left()
     if grid_left is not None and grid_left <= 0 < remaining:  # else the grid sampler repeats one
         remaining = 0
-        print(
-            "optuna-rnn: note: every configuration of the grid has run; the study stops short of "
-            f"--n-trials {n_trials}",
-            file=sys.stderr,
-        )
+        _say_the_grid_ran_out(n_trials)
     dashboard = StudyDashboard(session)
     filled = remaining > 0 and total.reached(session.study)
     if filled:
@@ -894,6 +890,16 @@ def run_trials(
     _wrap_up(session, dashboard)
     if interrupted or shutdown.stop_requested():
         raise KeyboardInterrupt
+    if session.finished() < n_trials and session.grid_left() == 0:  # the grid sampler stopped the study
+        _say_the_grid_ran_out(n_trials)
+
+
+def _say_the_grid_ran_out(n_trials: int) -> None:
+    print(
+        "optuna-rnn: note: every configuration of the grid has run; the study stops short of "
+        f"--n-trials {n_trials}",
+        file=sys.stderr,
+    )
 
 
 def _wrap_up(session: StudySession, dashboard: StudyDashboard) -> None:

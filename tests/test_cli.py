@@ -214,6 +214,7 @@ def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
     assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 4
     assert not (tmp_path / "optuna-rnn-artifacts" / "checkpoints").exists()  # claims and files tidied
     assert count[TrialState.RUNNING] == 0 and count[TrialState.FAIL] == 1
+    assert "1 failed (1 of them retried)" in rerun.stdout  # not a failure left behind
 
 
 def test_diverging_trials_are_recorded_and_the_study_goes_on(cli_in_process, tmp_path) -> None:
@@ -524,8 +525,30 @@ def test_a_command_run_in_process_leaves_signals_and_logging_as_they_were(capsys
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--dataset", "digits", "--storage", ""),  # `--storage "$DB"` with DB unset
+        ("run", "--dataset", "digits", "--study", ""),
+        ("run", "--dataset", "digits", "--artifacts", ""),
+        ("best", "--study", "digits", "--export", ""),
+        ("report", "--study", "digits", "--out", ""),
+    ],
+    ids=lambda args: args[-2],
+)
+def test_an_empty_option_is_refused_not_taken_for_the_default(cli_in_process, tmp_path, args) -> None:
+    out = cli_in_process(*args)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"optuna-rnn: error: {args[-2]} must not be empty"
+    assert list(tmp_path.iterdir()) == []  # no default database, no report in the working directory
+
+
 def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
     script = str(Path(__file__).parent.parent / "studies" / "sunspots.py")
+    version = subprocess.run(
+        [sys.executable, script, "--version"], capture_output=True, text=True, env=cli_env()
+    )
+    assert version.returncode == 0 and version.stdout.startswith("optuna-rnn ")
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=cli_env())
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("studies/sunspots.py runs `optuna-rnn run --dataset sunspots`")

@@ -110,6 +110,7 @@ def test_a_grid_study_asked_for_more_stops_once_every_configuration_has_run(tmp_
     session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
     run_trials(session, n_trials=10, device="cpu", progress=False)  # the sampler stops after its 4 points
     assert len(session.study.trials) == 4
+    assert "every configuration of the grid has run" in capsys.readouterr().err  # said in the first run too
     assert (
         len({tuple(sorted(t.params.items())) for t in session.study.trials})
         == 3

@@ -507,7 +507,14 @@ def test_a_bare_study_that_optuna_rnn_would_not_have_made_is_not_adopted(
 def test_the_curve_of_a_very_long_trial_fits_a_mysql_user_attr(new_study) -> None:
     require_service("MySQL", mysql_up)
     history = [
-        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_metric": 1 - 1 / e, "seconds": 0.0123456}
+        # 6 significant digits, the longest they print: a negative value in scientific notation
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.1 / e,
+            "val_metric": -1 / e / 3e4,
+            "seconds": 1.23456789e-5,
+        }
         for e in range(1, 3001)
     ]
     curve = curve_attr(history)
@@ -515,7 +522,7 @@ def test_the_curve_of_a_very_long_trial_fits_a_mysql_user_attr(new_study) -> Non
         len(curve["val_loss"]) == MAX_CURVE_POINTS and curve["epoch"][0] == 1 and curve["epoch"][-1] == 3000
     )
     assert curve["epoch"][:3] == [1, 4, 7] and curve["val_loss"][1] == round(1.1 / 4, 6)
-    assert curve_attr(history[:50]) == {k: [round(h[k], 6) for h in history[:50]] for k in CURVE_KEYS}
+    assert curve_attr(history[:50]) == {k: [float(f"{h[k]:.6g}") for h in history[:50]] for k in CURVE_KEYS}
     name = new_study(MYSQL)
     study = optuna.create_study(study_name=name, storage=MYSQL)
     trial = study.ask()
