@@ -9,6 +9,9 @@ The pieces compose into your own Optuna objective::
 or run as a whole with :class:`Objective` and the ``optuna-rnn`` command.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from optuna_rnn.artifacts import KeepTopModels, load_best_model, load_model_file
 from optuna_rnn.callbacks import (
     Checkpoint,
@@ -64,3 +67,8 @@ __all__ = [
     "load_model_file",
     "metric_for",
 ]
+
+try:
+    __version__ = _version("optuna-rnn")
+except PackageNotFoundError:  # a source tree on PYTHONPATH, never installed
+    __version__ = "0+unknown"

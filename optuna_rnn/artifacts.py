@@ -85,6 +85,9 @@ def in_original_units(payload: dict[str, Any]) -> nn.Module:
         input_std=payload["input_std"],
         target_mean=float(payload.get("target_mean", 0.0)),
         target_scale=float(payload.get("target_scale", 1.0)),
+        task=payload.get("task"),
+        classes=payload.get("classes"),
+        hyperparams=Hyperparams(**payload["hyperparams"]),
     ).eval()
 
 
@@ -94,7 +97,19 @@ def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
     The model takes inputs in the units of your data and returns class logits, or
     forecasts in the target's units (:class:`~optuna_rnn.models.OriginalUnits`).
     """
-    return in_original_units(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # torch raises anything from KeyError to IndexError on other files
+        raise ValueError(
+            f"{os.fspath(path)} is not an optuna-rnn model file ({exc})".splitlines()[0]
+        ) from None
+    if not isinstance(payload, dict):
+        raise ValueError(
+            f"{os.fspath(path)} is not an optuna-rnn model file (it holds a {type(payload).__name__})"
+        )
+    return in_original_units(payload)
 
 
 def upload_model(store: FileSystemArtifactStore, trial: optuna.Trial, payload: dict[str, Any]) -> str:
@@ -194,10 +209,10 @@ class KeepTopModels:
     that is running, waiting or complete; one that was pruned no longer needs it.
     """
 
-    def __init__(self, store: FileSystemArtifactStore, k: int) -> None:
+    def __init__(self, store: FileSystemArtifactStore | str | os.PathLike[str], k: int) -> None:
         if k < 1:
             raise UsageError(f"--keep-top must be >= 1, got {k}")
-        self.store = store
+        self.store = artifact_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.k = k
         self._removed: set[str] = set()
 

@@ -269,8 +269,10 @@ class ForecastSeries:
             column = self.columns[col] if self.columns else str(col)
             problem = _unusable(values[row, col], f"row {row}")
             raise UsageError(f"{self.name}: column {column!r} holds {problem}")
-        if self.horizon < 1:
-            raise UsageError(f"{self.name}: horizon must be >= 1, got {self.horizon}")
+        for name in ("horizon", "min_train_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise UsageError(f"{self.name}: {name} must be a whole number >= 1, got {value!r}")
         if self.times and len(self.times) != len(values):
             raise ValueError(f"{self.name}: {len(self.times)} times for {len(values)} rows")
         if self.columns and len(self.columns) != values.shape[1]:

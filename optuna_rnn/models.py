@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,6 +103,10 @@ class OriginalUnits(nn.Module):
     keeps those statistics, and :func:`~optuna_rnn.load_model_file` wraps the network with
     them: ``model(x, lengths)`` takes raw inputs and returns class logits, or forecasts in the
     target's units. ``net`` is the network itself, for data that is already standardised.
+
+    What the file knows about its data is kept alongside: ``task``, ``classes`` (the label of
+    each logit, in order) and ``hyperparams`` (``hyperparams.window`` is the number of steps a
+    forecaster reads); ``None`` where the file does not say.
     """
 
     def __init__(
@@ -112,6 +117,9 @@ class OriginalUnits(nn.Module):
         input_std: Sequence[float],
         target_mean: float = 0.0,
         target_scale: float = 1.0,
+        task: Task | None = None,
+        classes: Sequence[Any] | None = None,
+        hyperparams: Hyperparams | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -121,11 +129,35 @@ class OriginalUnits(nn.Module):
         self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float32))
         self.target_mean = target_mean
         self.target_scale = target_scale
+        self.task = task
+        self.classes = tuple(classes) if classes is not None else None
+        self.hyperparams = hyperparams
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored."""
+        channels = self.input_mean.numel()
+        if x.ndim != 3 or x.shape[-1] != channels:
+            # a (batch, time, 1) input would broadcast over every channel and answer wrongly
+            raise ValueError(
+                f"the model reads input shaped (batch, time, {channels}): {channels} channels, as in "
+                f"training; got {tuple(x.shape)}"
+            )
+        if lengths is not None:
+            lengths = _checked_lengths(lengths, batch=x.shape[0], steps=x.shape[1])
         out: torch.Tensor = self.net((x - self.input_mean) / self.input_std, lengths)
         return out * self.target_scale + self.target_mean
+
+
+def _checked_lengths(lengths: Any, *, batch: int, steps: int) -> torch.Tensor:
+    """``lengths`` as a CPU tensor, one per sequence, each in 1..``steps``; else a clear ``ValueError``."""
+    lengths = torch.as_tensor(lengths).cpu()
+    if lengths.shape != (batch,) or lengths.is_floating_point():
+        shape = tuple(lengths.shape)
+        raise ValueError(f"lengths must hold one whole number per sequence ({batch}), got shape {shape}")
+    low, high = (int(lengths.min()), int(lengths.max())) if batch else (1, 1)
+    if low < 1 or high > steps:
+        raise ValueError(f"lengths must lie in 1..{steps} (the batch's time steps), got {low}..{high}")
+    return lengths
 
 
 def build_model(

@@ -36,7 +36,7 @@ from typing import Any
 import optuna
 import torch
 
-from optuna_rnn.artifacts import model_payload, upload_model
+from optuna_rnn.artifacts import artifact_store, model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.data import Dataset, fit_space
 from optuna_rnn.errors import UsageError
@@ -58,7 +58,7 @@ class Objective:
     (without it, each trial draws a seed and records it), in one process running one
     trial at a time: threads of ``n_jobs`` share PyTorch's global random generator, so
     their trials do not repeat; run processes instead. ``patience`` enables
-    early stopping; ``artifacts`` (an Optuna artifact store) keeps the weights
+    early stopping; ``artifacts`` (a folder, or an Optuna artifact store) keeps the weights
     of every COMPLETE trial; ``checkpoints`` (a directory) makes trials
     resumable; ``callbacks`` are added to the built-in ones.
     """
@@ -72,7 +72,7 @@ class Objective:
         patience: int | None = 10,
         device: str = "auto",
         seed: int | None = None,
-        artifacts: optuna.artifacts.FileSystemArtifactStore | None = None,
+        artifacts: optuna.artifacts.FileSystemArtifactStore | str | os.PathLike[str] | None = None,
         callbacks: Sequence[Callback] = (),
         checkpoints: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -82,7 +82,10 @@ class Objective:
         self.patience = patience
         self.device = device
         self.seed = seed
-        self.artifacts = artifacts
+        # a folder, as load_best_model(artifacts=...) takes it: a string would fail at upload, trained
+        self.artifacts = (
+            artifacts if not isinstance(artifacts, (str, os.PathLike)) else artifact_store(artifacts)
+        )
         self.callbacks = list(callbacks)
         self.checkpoints = checkpoints
         self.metric = metric_for(dataset.task)

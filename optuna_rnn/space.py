@@ -50,6 +50,14 @@ from optuna_rnn.errors import UsageError
 
 Task = Literal["classification", "forecasting"]
 
+
+def check_task(task: object) -> None:
+    """Raise :class:`UsageError` unless ``task`` is ``classification`` or ``forecasting``: a typo
+    would otherwise quietly mean the other one (no window sampled, or RMSE minimised)."""
+    if task not in ("classification", "forecasting"):
+        raise UsageError(f"task must be 'classification' or 'forecasting', got {task!r}")
+
+
 CELLS = ("lstm", "gru", "rnn")
 INPUT_INITS = (
     "xavier_uniform",
@@ -249,6 +257,7 @@ class SearchSpace:
         self, trial: optuna.Trial | optuna.trial.FixedTrial, *, task: Task = "classification"
     ) -> Hyperparams:
         """Sample one configuration from ``trial``; conditional parameters only where they apply."""
+        check_task(task)
         values: dict[str, Any] = {}
         for name in self.param_names():  # in field order: cell and optimizer before what they decide
             if _applies(name, task=task, cell=values.get("cell", ""), optimizer=values.get("optimizer", "")):

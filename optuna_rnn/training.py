@@ -47,7 +47,8 @@ from torch import nn
 
 from optuna_rnn import shutdown
 from optuna_rnn.data import SequenceData, Split
-from optuna_rnn.space import Hyperparams
+from optuna_rnn.models import OriginalUnits
+from optuna_rnn.space import Hyperparams, check_task
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ RMSE = Metric("rmse", "minimize")
 
 def metric_for(task: str) -> Metric:
     """Accuracy for classification, RMSE in original units for forecasting."""
+    check_task(task)
     return ACCURACY if task == "classification" else RMSE
 
 
@@ -277,6 +279,12 @@ def _require_samples(data: object, method: str) -> None:
         )
 
 
+def _network(model: nn.Module) -> nn.Module:
+    """The network inside a loaded model: the trainer's data are standardised, and the wrapper
+    (:class:`~optuna_rnn.models.OriginalUnits`) would standardise them a second time."""
+    return model.net if isinstance(model, OriginalUnits) else model
+
+
 def _fused_available(params: Sequence[torch.Tensor]) -> bool:
     """Fused optimisers run on CUDA, and on the CPU from torch 2.4 on."""
     if not params or not all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params):
@@ -309,8 +317,8 @@ class Trainer:
         mixed_precision: bool = False,
         eval_batch_size: int = 4096,
     ) -> None:
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be a whole number >= 1, got {max_epochs!r}")
         self.max_epochs = max_epochs
         self.device = resolve_device(device)
         self.seed = seed
@@ -339,6 +347,7 @@ class Trainer:
         and continues after its epoch instead of starting at epoch 1.
         """
         _require_samples(data, "fit")
+        model = _network(model)
         model.to(self.device)
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)
@@ -488,13 +497,21 @@ class Trainer:
         if split not in ("train", "valid", "test"):
             raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         part = _to_device(getattr(data, split), self.device)
+        model = _network(model)
         model.to(self.device)
         loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
         _, metric_sum = self._evaluate(model, part, loss_fn, data.task)
         return _finish_metric(float(metric_sum.item()), len(part), data)
 
     def predict(self, model: nn.Module, split: Split) -> torch.Tensor:
-        """Raw model outputs for every sequence of ``split``, in order, on the CPU."""
+        """Raw outputs for every sequence of ``split`` (``data.test``, say), in order, on the CPU.
+
+        These are in the trainer's standardised units, as ``split`` is: class logits, or forecasts
+        that ``out * data.target_scale + data.target_mean`` puts back in the target's units.
+        """
+        if not isinstance(split, Split):
+            raise TypeError(f"predict takes a Split such as data.test, got {type(split).__name__}")
+        model = _network(model)
         model.to(self.device).eval()
         part = _to_device(split, self.device)
         outs = []

@@ -1,0 +1,150 @@
+"""The Python API refuses what would otherwise give wrong numbers without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import optuna_rnn
+from optuna_rnn import (
+    ForecastSeries,
+    Hyperparams,
+    KeepTopModels,
+    Objective,
+    SearchSpace,
+    Trainer,
+    build_model,
+    load_model_file,
+)
+from optuna_rnn.artifacts import in_original_units, model_payload
+from optuna_rnn.errors import UsageError
+from optuna_rnn.training import metric_for
+
+HP = Hyperparams(cell="gru", hidden_size=4, num_layers=1, window=6, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def forecaster() -> tuple[torch.nn.Module, torch.nn.Module, object]:
+    """A forecaster trained on a load series with two covariates, and the model its file loads to."""
+    rng = np.random.default_rng(0)
+    values = np.cumsum(rng.normal(size=(160, 3)), axis=0) * 50 + 700  # temperature, humidity, load
+    series = ForecastSeries(name="load", values=values, columns=("temperature", "humidity", "load"))
+    data = series.windowed(HP.window)
+    torch.manual_seed(0)
+    net = build_model(HP, input_size=3, output_size=1, task="forecasting")
+    Trainer(max_epochs=1, device="cpu", seed=0).fit(net, data, HP)
+    payload = model_payload(
+        net,
+        HP,
+        input_size=3,
+        output_size=1,
+        task="forecasting",
+        classes=None,
+        target_scale=data.target_scale,
+        target_mean=data.target_mean,
+        input_mean=list(data.input_mean),
+        input_std=list(data.input_std),
+    )
+    return net, in_original_units(payload), data
+
+
+def test_a_loaded_model_refuses_input_with_other_channels_than_it_was_trained_on(forecaster) -> None:
+    _, loaded, _ = forecaster
+    assert loaded(torch.full((2, 6, 3), 700.0)).shape == (2, 1)
+    # the target column alone used to broadcast over all three channels and answer wrongly
+    for shape in ((2, 6, 1), (2, 6), (2, 6, 4)):
+        with pytest.raises(ValueError, match=r"reads input shaped \(batch, time, 3\): 3 channels"):
+            loaded(torch.full(shape, 700.0))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "message"),
+    [
+        ([0, 3], r"lengths must lie in 1\.\.6 \(the batch's time steps\), got 0\.\.3"),
+        ([7, 3], r"got 3\.\.7"),
+        ([3], r"one whole number per sequence \(2\), got shape \(1,\)"),
+        ([2.5, 3.0], "one whole number per sequence"),
+    ],
+)
+def test_a_loaded_model_refuses_lengths_outside_its_batch(forecaster, lengths, message) -> None:
+    _, loaded, _ = forecaster
+    with pytest.raises(ValueError, match=message):
+        loaded(torch.full((2, 6, 3), 700.0), lengths)
+    assert loaded(torch.full((2, 6, 3), 700.0), [6, 3]).shape == (2, 1)  # a plain list will do
+
+
+def test_a_loaded_model_tells_what_its_file_knows(forecaster) -> None:
+    _, loaded, _ = forecaster
+    assert loaded.task == "forecasting" and loaded.classes is None
+    assert loaded.hyperparams == HP and loaded.hyperparams.window == 6
+
+
+def test_the_trainer_scores_a_loaded_model_as_the_network_it_wraps(forecaster) -> None:
+    net, loaded, data = forecaster
+    trainer = Trainer(device="cpu")
+    # the wrapper standardised the already standardised data a second time: an RMSE many times off
+    assert trainer.evaluate(loaded, data, "valid") == pytest.approx(trainer.evaluate(net, data, "valid"))
+    assert torch.equal(trainer.predict(loaded, data.valid), trainer.predict(net, data.valid))
+    with pytest.raises(TypeError, match="predict takes a Split such as data.test, got SequenceData"):
+        trainer.predict(net, data)
+
+
+def test_a_task_not_spelt_right_is_refused() -> None:
+    with pytest.raises(
+        UsageError, match="task must be 'classification' or 'forecasting', got 'clasification'"
+    ):
+        metric_for("clasification")  # used to mean forecasting: accuracy minimised
+    with pytest.raises(UsageError, match="got 'forecast'"):
+        SearchSpace().suggest(optuna.trial.FixedTrial({}), task="forecast")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"horizon": 1.5}, "horizon must be a whole number >= 1, got 1.5"),
+        ({"min_train_windows": -50}, "min_train_windows must be a whole number >= 1, got -50"),
+    ],
+)
+def test_a_series_refuses_options_that_are_not_whole_counts(options, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        ForecastSeries(name="s", values=np.arange(100.0), **options)
+
+
+def test_max_epochs_must_be_a_whole_number() -> None:
+    with pytest.raises(ValueError, match="max_epochs must be a whole number >= 1, got 1.5"):
+        Trainer(max_epochs=1.5)  # type: ignore[arg-type]
+
+
+def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: Path) -> None:
+    from optuna_rnn import load_dataset
+
+    data = load_dataset("digits")
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, bidirectional=False, batch_size=256)
+    # a folder name used to be accepted, then fail at upload once the trial had trained
+    objective = Objective(
+        data, space=space, max_epochs=1, device="cpu", seed=0, artifacts=str(tmp_path / "m")
+    )
+    study = optuna.create_study(direction=objective.direction)
+    study.optimize(objective, n_trials=1, callbacks=[KeepTopModels(tmp_path / "m", 1)])
+    (saved,) = (tmp_path / "m").iterdir()
+    assert saved.name == study.best_trial.user_attrs["model_artifact_id"]
+
+
+def test_a_file_that_is_not_a_model_says_so(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 3)
+    with pytest.raises(ValueError, match="junk.pt is not an optuna-rnn model file"):
+        load_model_file(junk)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"list.pt is not an optuna-rnn model file \(it holds a list\)"):
+        load_model_file(tmp_path / "list.pt")
+
+
+def test_the_package_has_a_version() -> None:
+    from importlib.metadata import version
+
+    assert optuna_rnn.__version__ == version("optuna-rnn")
