@@ -163,7 +163,7 @@ def load_best_model(
     """
     from optuna_rnn.study import (
         UnconfiguredStudy,
-        default_artifacts_dir,
+        artifacts_folder,
         no_study,
         open_storage,
         recorded_config,
@@ -186,7 +186,7 @@ def load_best_model(
     ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))
     if not ranked:
         raise MissingModelError(f"study {study_name!r} has no complete trial yet")
-    directory = artifacts or config.get("artifacts") or default_artifacts_dir(url)
+    directory = artifacts or artifacts_folder(config.get("artifacts"), url)
     return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
 
 

@@ -171,15 +171,23 @@ def retry_chosen(session: Any, numbers: list[int]) -> None:
     """``--retry-trial``: fail and queue again the running trials the user says are dead."""
     if not numbers:
         return
+    from optuna.trial import TrialState
+
     from optuna_rnn import shutdown
     from optuna_rnn.recovery import requeue_chosen
 
+    session.artifacts()  # the claims go into its checkpoint folder: one that cannot be made says so
     with shutdown.deferred():  # a trial failed but not yet queued again would be lost
         queued = requeue_chosen(session.study, numbers, session.checkpoints_dir, storage=session.storage)
+    states = {t.number: t.state for t in session.study.get_trials(deepcopy=False)}
     for number in dict.fromkeys(numbers):
-        outcome = "closed as failed and queued again" if number in queued else "not queued again"
-        why = "" if number in queued else " (another worker took it, or it was retried before)"
-        print(f"optuna-rnn: note: trial {number} {outcome}{why}", file=sys.stderr)
+        if number in queued:
+            outcome = "closed as failed and queued again"
+        elif states[number] == TrialState.FAIL:
+            outcome = "closed as failed, not queued again: a worker died under it before (the retry limit)"
+        else:
+            outcome = "left alone: another worker has taken it up"
+        print(f"optuna-rnn: note: trial {number} {outcome}", file=sys.stderr)
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
@@ -495,14 +503,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     refuse_in_memory(args.storage)
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True, for_reading=True)  # never creates an empty database
-    beside = default_artifacts_dir(url)
-    artifacts = os.path.abspath(args.artifacts) if args.artifacts else beside
+    artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
 
     def ready(address: str) -> None:
         print(f"optuna-dashboard for {mask_url(url)} at {address}  (Ctrl-C to stop)", flush=True)
 
     try:
-        serve(storage, artifacts=artifacts, beside=beside, host=args.host, port=args.port, on_ready=ready)
+        serve(storage, artifacts=artifacts, storage_url=url, host=args.host, port=args.port, on_ready=ready)
     except KeyboardInterrupt:
         print("optuna-dashboard stopped.", flush=True)
     return 0

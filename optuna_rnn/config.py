@@ -86,6 +86,8 @@ def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -
         wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
         if wanted != current[name] and not _same_anyway(name, value, base):
             was, asked = _difference(name, current[name], wanted)
+            if name == "artifacts" and current[name] is None:
+                was = "its artifacts beside the storage file (the default)"
             raise ConfigMismatchError(
                 f"study was created with {was}, this run asks for {asked}; "
                 "use the recorded value, drop the option, or choose a new --study"

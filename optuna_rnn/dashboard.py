@@ -45,7 +45,7 @@ from optuna_rnn.artifacts import ranked_complete
 from optuna_rnn.config import CONFIG_ATTR
 from optuna_rnn.errors import MissingModelError, UsageError
 from optuna_rnn.recovery import checkpoints_dir, tidy_checkpoints
-from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession
+from optuna_rnn.study import BEST_TEST_ATTR, DATA_ATTR, StudySession, artifacts_folder
 from optuna_rnn.workers import state_counts
 
 if TYPE_CHECKING:
@@ -391,17 +391,16 @@ class StudyArtifactStore:
     Each optuna-rnn study records its artifact directory; one dashboard shows
     all studies of a storage, so an artifact is looked up in ``primary`` (the
     ``--artifacts`` option or the default beside the database) and then in each
-    recorded directory. A study on a storage file that recorded none keeps its models in
-    ``beside`` (the default folder beside the file, wherever the file has moved).
+    recorded directory. Given the ``storage_url``, a study is looked up where
+    :func:`~optuna_rnn.study.artifacts_folder` finds it: beside a storage file (wherever it moved)
+    when it recorded no folder.
     Uploads from the dashboard go to ``primary``. Directories are never created just by looking.
     """
 
-    def __init__(
-        self, storage: BaseStorage, primary: str | Path, *, beside: str | Path | None = None
-    ) -> None:
+    def __init__(self, storage: BaseStorage, primary: str | Path, *, storage_url: str | None = None) -> None:
         self.storage = storage
         self.primary = Path(primary)
-        self.beside = Path(beside) if beside is not None else self.primary
+        self.storage_url = storage_url
 
     def checkpoints_of(self, study_id: int) -> Path | None:
         """The checkpoint folder of study ``study_id`` (in its recorded directory), if it has one."""
@@ -410,15 +409,21 @@ class StudyArtifactStore:
             recorded = _recorded_artifacts(self.storage.get_study_user_attrs(study_id))
         except KeyError:
             return None
-        folder = checkpoints_dir(recorded or self.beside, name)
+        folder = checkpoints_dir(self._folder(recorded), name)
         return folder if folder.is_dir() else None
+
+    def _folder(self, recorded: str | None) -> Path:
+        """The folder of a study that recorded ``recorded``."""
+        if self.storage_url is None:
+            return Path(recorded) if recorded is not None else self.primary
+        return Path(artifacts_folder(recorded, self.storage_url))
 
     def directories(self) -> list[Path]:
         """``primary``, then the recorded directories, without duplicates."""
         found = [self.primary]
         for study in self.storage.get_all_studies():
             recorded = _recorded_artifacts(study.user_attrs)
-            found.append(Path(recorded) if recorded is not None else self.beside)
+            found.append(self._folder(recorded))
         return list(dict.fromkeys(p.resolve() for p in found))
 
     def open_reader(self, artifact_id: str) -> BinaryIO:
@@ -534,21 +539,21 @@ def serve(
     storage: BaseStorage,
     *,
     artifacts: str | Path,
-    beside: str | Path | None = None,
+    storage_url: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve optuna-dashboard for ``storage`` until interrupted.
 
-    ``artifacts`` is the primary artifact directory and ``beside`` the default one beside
-    a storage file (see :class:`StudyArtifactStore`). ``port`` 0 picks a free port; ``on_ready``
-    gets the dashboard's URL once the server listens. A port in use raises
+    ``artifacts`` is the primary artifact directory, and ``storage_url`` tells where the studies
+    that recorded none keep theirs (see :class:`StudyArtifactStore`). ``port`` 0 picks a free
+    port; ``on_ready`` gets the dashboard's URL once the server listens. A port in use raises
     :class:`UsageError`.
     """
     from optuna_dashboard import wsgi
 
-    store = StudyArtifactStore(storage, artifacts, beside=beside)
+    store = StudyArtifactStore(storage, artifacts, storage_url=storage_url)
     app = missing_artifacts_as_404(wsgi(storage, artifact_store=store), store)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6

@@ -6,10 +6,11 @@ killed worker's trial is retried even on storages without a heartbeat.
 
 A process id alone is not enough: ids are reused, and containers that share a host name
 (``--network host``) each count their own. So the identity also holds, on Linux, the boot id
-(with the machine id), the pid namespace and the process's start time; where any of these differ
-from the asking process's view, it cannot tell, and says so (``None``) rather than guess. One
-difference it can judge: the same machine (host name and machine id) booted since, which ended
-every process of the earlier boot.
+(with a hash of the machine id: ``machine-id(5)`` asks that the id itself stay private), the pid
+namespace and the process's start time; where any of these differ from the asking process's view,
+it cannot tell, and says so (``None``) rather than guess. One difference it can judge: a trial
+started before this machine (same host name and machine id) last booted, since a boot ends every
+process. Twins that share both, such as cloned images, still run trials started after the boot.
 
 Example::
 
@@ -21,8 +22,11 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 
 _SEP = "|"
@@ -53,14 +57,30 @@ def _namespace() -> tuple[str, str]:
         namespace = ""
     boot = _read("/proc/sys/kernel/random/boot_id")
     machine = _read("/etc/machine-id") or _read("/var/lib/dbus/machine-id")
-    return (f"{boot}@{machine}" if boot and machine else boot), namespace
+    if not (boot and machine):
+        return boot, namespace
+    keyed = hmac.new(machine.encode(), b"optuna-rnn worker identity", hashlib.sha256).hexdigest()[:16]
+    return f"{boot}@{keyed}", namespace
 
 
-def _booted_since(boot: str, my_boot: str) -> bool:
-    """Whether ``boot`` is an earlier boot of this machine: same machine id, another boot id."""
+@functools.cache
+def _booted_at() -> datetime | None:
+    """When this machine last booted, in local time as Optuna records a trial's start (Linux)."""
+    for line in _read("/proc/stat").splitlines():
+        if line.startswith("btime "):
+            return datetime.fromtimestamp(int(line.split()[1]))
+    return None
+
+
+def _started_before_this_boot(boot: str, my_boot: str, started: datetime | None) -> bool:
+    """Whether ``boot`` is an earlier boot of this machine (same machine, another boot id) and the
+    trial ``started`` before this one began."""
     boot_id, _, machine = boot.partition("@")
     my_boot_id, _, my_machine = my_boot.partition("@")
-    return bool(boot_id and my_boot_id and machine) and machine == my_machine and boot_id != my_boot_id
+    booted = _booted_at()
+    if started is None or booted is None or not (boot_id and my_boot_id and machine):
+        return False
+    return machine == my_machine and boot_id != my_boot_id and started < booted
 
 
 def process_identity(pid: int) -> str:
@@ -74,8 +94,11 @@ def this_process() -> str:
     return process_identity(os.getpid())
 
 
-def is_gone(identity: str) -> bool | None:
-    """Whether the process named by ``identity`` no longer exists; ``None``: cannot tell from here."""
+def is_gone(identity: str, *, trial_started: datetime | None = None) -> bool | None:
+    """Whether the process named by ``identity`` no longer exists; ``None``: cannot tell from here.
+
+    ``trial_started`` (the trial's ``datetime_start``) lets it judge a worker of an earlier boot.
+    """
     parts = identity.split(_SEP)
     if len(parts) != 5 or not parts[3].isdigit() or int(parts[3]) < 1:
         return None
@@ -83,8 +106,10 @@ def is_gone(identity: str) -> bool | None:
     my_boot, my_namespace = _namespace()
     if host != socket.gethostname():
         return None  # another machine: its process ids are not ours
+    if "@" not in boot:  # recorded by a version that kept the boot id alone
+        my_boot = my_boot.partition("@")[0]
     if boot != my_boot:
-        return True if _booted_since(boot, my_boot) else None
+        return True if _started_before_this_boot(boot, my_boot, trial_started) else None
     if namespace != my_namespace:
         return None  # another container: its process ids are not ours
     try:

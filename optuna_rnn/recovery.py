@@ -321,7 +321,7 @@ def requeue_orphaned(
         # Unrecorded, the worker died while the sampler chose its parameters (or is still at
         # it, a matter of seconds): by its age the trial is known to be orphaned on any machine.
         if recorded:
-            orphaned = is_gone(str(owner)) is True
+            orphaned = is_gone(str(owner), trial_started=trial.datetime_start) is True
         else:  # a retry its own (stalled, now live) worker took up again carries that worker's id
             alive = isinstance(owner, str) and is_gone(owner) is False
             orphaned = not alive and _older_than(trial, OWNERLESS_STALE_SECONDS)
@@ -351,6 +351,13 @@ def requeue_chosen(
         if trial is None or trial.state != TrialState.RUNNING:
             state = "not in the study" if trial is None else f"{trial.state.name.lower()}, not running"
             raise UsageError(f"--retry-trial {number}: trial {number} of {study.study_name!r} is {state}")
+        owner = trial.user_attrs.get(WORKER_ID_ATTR)
+        if isinstance(owner, str) and is_gone(owner) is False:  # its training would be thrown away
+            pid = owner.split("|")[3] if owner.count("|") == 4 else "?"
+            raise UsageError(
+                f"--retry-trial {number}: trial {number}'s worker is alive on this machine (pid {pid}); "
+                "stop it first, or let it finish"
+            )
     return [
         n for n in dict.fromkeys(numbers) if _fail_and_retry(study, by_number[n], directory, storage=storage)
     ]

@@ -282,6 +282,21 @@ def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def artifacts_folder(recorded: str | None, url: str) -> str:
+    """Where a study's models are: the folder it recorded, else the default beside its storage file.
+
+    A study made before the default was left unrecorded holds the default's absolute path: when
+    that folder is gone and one sits beside the storage file, the project moved with it.
+    """
+    default = default_artifacts_dir(url)
+    if recorded is None:
+        return default
+    moved = Path(recorded).name == ARTIFACTS_DIRNAME and not os.path.isdir(recorded)
+    if moved and storage_file(url) is not None and os.path.isdir(default):
+        return default
+    return recorded
+
+
 def default_artifacts_dir(url: str) -> str:
     """``optuna-rnn-artifacts/`` beside a SQLite or journal file, else in the working directory."""
     file = storage_file(url)
@@ -418,19 +433,8 @@ class StudySession:
 
     @property
     def artifacts_dir(self) -> str:
-        """The recorded folder, or the default beside the storage file wherever it is now.
-
-        A study made before the default was recorded as "beside the file" holds the default's
-        absolute path: if that folder is gone and one sits beside the file, the project moved.
-        """
-        default = default_artifacts_dir(self.storage_url)
-        recorded = self.config.artifacts
-        if recorded is None:
-            return default
-        moved = Path(recorded).name == ARTIFACTS_DIRNAME and not os.path.isdir(recorded)
-        if moved and storage_file(self.storage_url) is not None and os.path.isdir(default):
-            return default
-        return recorded
+        """Where the study's models and checkpoints go (see :func:`artifacts_folder`)."""
+        return artifacts_folder(self.config.artifacts, self.storage_url)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -471,11 +475,13 @@ class StudySession:
             patience=self.config.patience,
             device=device,
             seed=self.config.seed,
-            artifacts=self._artifact_store(),
+            artifacts=self.artifacts(),
             checkpoints=self.checkpoints_dir,
         )
 
-    def _artifact_store(self) -> optuna.artifacts.FileSystemArtifactStore:
+    def artifacts(self) -> optuna.artifacts.FileSystemArtifactStore:
+        """The study's artifact store, its folder created if missing; one that cannot be is a
+        :class:`UsageError` that says which."""
         try:
             return artifact_store(self.artifacts_dir)
         except OSError as exc:  # e.g. a database copied from another machine records its folder
@@ -614,11 +620,13 @@ def open_session(
         grace_period=grace_period,
         for_reading=read_only,
     )
-    named = (given or {}).get("artifacts")
-    if named is not None and file is not None and _same_path(named, default_artifacts_dir(url)):
-        given = {k: v for k, v in (given or {}).items() if k != "artifacts"}  # the default, named
     # A reader has no run to wait for: a study without a configuration was not made by optuna-rnn.
     recorded = recorded_config(backend, study_name) if read_only else settled_config(backend, study_name)
+    named, default = (given or {}).get("artifacts"), default_artifacts_dir(url)
+    if named is not None and file is not None and _same_path(named, default):
+        stored = (recorded or {}).get("artifacts")
+        if stored is None or _same_path(artifacts_folder(stored, url), default):  # the default, named
+            given = {k: v for k, v in (given or {}).items() if k != "artifacts"}
     if recorded is None and not create:
         raise no_study(backend, study_name, url)
     config = merge_config(given or {}, recorded)
@@ -797,6 +805,7 @@ def run_trials(
     from optuna_rnn.artifacts import KeepTopModels
     from optuna_rnn.dashboard import StudyDashboard
 
+    session.artifacts()  # a folder that cannot be made says so before any trial is touched
     heartbeat = storage_heartbeat(session.storage)
     for clash in heartbeat_conflicts(session.study, heartbeat):  # before this worker fails any trial
         print(
@@ -860,7 +869,7 @@ def run_trials(
         )
 
     keep = session.config.keep_top
-    trim = [KeepTopModels(artifact_store(session.artifacts_dir), keep)] if keep else []
+    trim = [KeepTopModels(session.artifacts(), keep)] if keep else []
     started = time.monotonic()
     interrupted = False
     try:
@@ -890,7 +899,8 @@ def run_trials(
     _wrap_up(session, dashboard)
     if interrupted or shutdown.stop_requested():
         raise KeyboardInterrupt
-    if session.finished() < n_trials and session.grid_left() == 0:  # the grid sampler stopped the study
+    running = len(session.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if session.finished() + running < n_trials and session.grid_left() == 0:  # the grid sampler stopped
         _say_the_grid_ran_out(n_trials)
 
 

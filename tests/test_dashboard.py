@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -348,7 +349,7 @@ def test_dashboard_store_finds_artifacts_in_recorded_directories_or_beside_the_d
     study = load(tuned_study)
     primary = tmp_path / "elsewhere"
     storage = open_storage(tuned_study.storage, must_exist=True)
-    store = StudyArtifactStore(storage, primary, beside=tuned_study.folder / "optuna-rnn-artifacts")
+    store = StudyArtifactStore(storage, primary, storage_url=tuned_study.storage)
     with store.open_reader(study.best_trial.user_attrs[ARTIFACT_ATTR]) as reader:
         assert reader.read(2) == b"PK"  # torch.save writes a zip archive
     with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
@@ -522,6 +523,33 @@ def test_a_moved_project_folder_keeps_its_models(
     study = optuna.load_study(study_name="mv", storage=db(moved))
     saved = [t.user_attrs[ARTIFACT_ATTR] for t in study.trials if t.state == TrialState.COMPLETE]
     assert saved and all((moved / "optuna-rnn-artifacts" / a).is_file() for a in saved)
+    assert isinstance(load_best_model("mv", storage=db(moved)), torch.nn.Module)
+    store = StudyArtifactStore(open_storage(db(moved)), tmp_path / "elsewhere", storage_url=db(moved))
+    assert store.directories() == [tmp_path / "elsewhere", moved / "optuna-rnn-artifacts"]
+    out = cli_in_process("run", "--study", "mv", "--storage", db(moved), "--artifacts", str(tmp_path / "x"))
+    assert out.returncode == 2
+    if not recorded_absolute:
+        assert "study was created with its artifacts beside the storage file (the default)" in out.stderr
+
+
+def test_a_copied_project_of_an_earlier_version_does_not_quietly_share_the_originals_models(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    project, copy = tmp_path / "project", tmp_path / "copy"
+    project.mkdir()
+    url = f"sqlite:///{project / 'optuna-rnn.db'}"
+    args = ("--space", str(tiny_space), "--max-epochs", "1", "--seed", "0", "-q")
+    out = cli_in_process(
+        "run", "--dataset", "digits", "--study", "cp", "--storage", url, *args, "--n-trials", "1"
+    )
+    assert out.returncode == 0, out.stderr
+    _set_recorded_artifacts(url, "cp", str(project / "optuna-rnn-artifacts"))  # as earlier versions did
+    shutil.copytree(project, copy)
+    copied = f"sqlite:///{copy / 'optuna-rnn.db'}"
+    named = ("--artifacts", str(copy / "optuna-rnn-artifacts"))  # the copy's own folder, asked for
+    out = cli_in_process("run", "--study", "cp", "--storage", copied, "--n-trials", "2", *named)
+    assert out.returncode == 2
+    assert f"study was created with artifacts='{project / 'optuna-rnn-artifacts'}'" in out.stderr
 
 
 def test_a_recorded_artifacts_folder_that_cannot_be_made_is_a_usage_error(
@@ -536,6 +564,10 @@ def test_a_recorded_artifacts_folder_that_cannot_be_made_is_a_usage_error(
     _set_recorded_artifacts(storage, "c", str(tmp_path / "a-file" / "models"))  # like another machine's path
     out = cli_in_process("run", "--study", "c", "--n-trials", "2", *args)
     assert out.returncode == 2
+    optuna.load_study(study_name="c", storage=storage).ask().set_user_attr("worker_id", "elsewhere|b|n|1|2")
+    retried = cli_in_process("run", "--study", "c", "--n-trials", "2", "--retry-trial", "1", *args)
+    assert retried.returncode == 2 and "Traceback" not in retried.stderr  # its claim goes in that folder
+    assert "which cannot be created here" in retried.stderr
     assert (
         f"study 'c' saves its models in {tmp_path / 'a-file' / 'models'}, which cannot be created here"
         in out.stderr

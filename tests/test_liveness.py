@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,32 @@ def test_another_machine_boot_or_container_cannot_be_judged() -> None:
 
 
 @linux_only
-def test_a_worker_of_an_earlier_boot_of_this_machine_is_gone() -> None:
-    host, _, namespace, pid, started = this_process().split("|")
+def test_a_trial_started_before_this_machine_last_booted_has_lost_its_worker() -> None:
+    host, boot, namespace, pid, started = this_process().split("|")
     machine = Path("/etc/machine-id").read_text().strip() if Path("/etc/machine-id").exists() else ""
     if not machine:
         pytest.skip("this machine has no machine id (/etc/machine-id)")
-    earlier = "00000000-0000-0000-0000-000000000000"
-    # a reboot ends every process, whatever the container or process id
-    assert is_gone("|".join((host, f"{earlier}@{machine}", "pid:[1]", pid, started))) is True
-    assert is_gone("|".join((host, f"{earlier}@another-machine", namespace, pid, started))) is None
-    assert is_gone("|".join(("elsewhere", f"{earlier}@{machine}", namespace, pid, started))) is None
+    assert machine not in this_process()  # machine-id(5): only a keyed hash of it leaves the machine
+    keyed = boot.partition("@")[2]
+    earlier = "|".join((host, f"00000000-0000-0000-0000-000000000000@{keyed}", "pid:[1]", pid, started))
+    # a boot ends every process, whatever the container or process id
+    assert is_gone(earlier, trial_started=datetime(2000, 1, 1)) is True
+    # a twin (a cloned image: same host name and machine id) runs trials started since this boot
+    assert is_gone(earlier, trial_started=datetime.now()) is None
+    assert is_gone(earlier) is None
+    twin = earlier.replace(keyed, "another-machine")
+    assert is_gone(twin, trial_started=datetime(2000, 1, 1)) is None
+
+
+@linux_only
+def test_a_dead_worker_recorded_by_the_previous_version_is_still_found() -> None:
+    # identities written before the machine id was added hold the bare boot id
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        host, boot, namespace, pid, started = process_identity(child.pid).split("|")
+        identity = "|".join((host, boot.partition("@")[0], namespace, pid, started))
+        assert is_gone(identity) is False
+    finally:
+        child.kill()
+        child.wait()
+    assert is_gone(identity) is True

@@ -302,6 +302,17 @@ def test_a_trial_whose_worker_cannot_be_judged_is_named_and_retried_when_asked(
     assert [t.state for t in trials[1:]] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[2].system_attrs["retry_history"] == [1]
 
+    alive = study.ask()  # trial 3: its worker is this very process, alive
+    alive.set_user_attr(WORKER_ID_ATTR, this_process())
+    refused = cli_in_process("run", *args, "--n-trials", "4", "--retry-trial", "3")
+    assert refused.returncode == 2
+    assert f"trial 3's worker is alive on this machine (pid {os.getpid()}); stop it first" in refused.stderr
+    alive.set_user_attr(WORKER_ID_ATTR, "elsewhere|boot|pid:[1]|123|456")
+    alive.set_user_attr(DEATHS_ATTR, 1)  # a worker died under it before: no retry is left
+    out = cli_in_process("run", *args, "--n-trials", "3", "--retry-trial", "3")
+    assert "trial 3 closed as failed, not queued again: a worker died under it before" in out.stderr
+    assert study.get_trials()[3].state == TrialState.FAIL
+
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     study = optuna.create_study()

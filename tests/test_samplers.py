@@ -122,6 +122,22 @@ def test_a_grid_study_asked_for_more_stops_once_every_configuration_has_run(tmp_
     assert "every configuration of the grid has run" in capsys.readouterr().err
 
 
+def test_a_grid_whose_last_configuration_runs_elsewhere_does_not_claim_to_stop_short(
+    tmp_path: Path, capsys
+) -> None:
+    space = SPACE.replace(
+        hidden_size=4, lr=1e-2, optimizer=Choice(["adam", "sgd"]), momentum=0.9, nesterov=False
+    )
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    elsewhere = session.study.ask()  # another worker's trial takes one of the 2 configurations
+    session.space.suggest(elsewhere, task="classification")
+    run_trials(session, n_trials=2, device="cpu", progress=False)
+    assert [t.state for t in session.study.trials] == [TrialState.RUNNING, TrialState.COMPLETE]
+    assert "stops short" not in capsys.readouterr().err  # the running trial makes the total
+
+
 def test_a_resumed_runs_progress_bar_counts_the_studys_pruned_trials(tmp_path: Path, capsys) -> None:
     given = {
         "dataset": DatasetSpec(name="digits"),
