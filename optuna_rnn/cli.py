@@ -179,10 +179,14 @@ def retry_chosen(session: Any, numbers: list[int]) -> None:
     session.artifacts()  # the claims go into its checkpoint folder: one that cannot be made says so
     with shutdown.deferred():  # a trial failed but not yet queued again would be lost
         queued = requeue_chosen(session.study, numbers, session.checkpoints_dir, storage=session.storage)
-    states = {t.number: t.state for t in session.study.get_trials(deepcopy=False)}
+    trials = session.study.get_trials(deepcopy=False)
+    states = {t.number: t.state for t in trials}
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
     for number in dict.fromkeys(numbers):
         if number in queued:
             outcome = "closed as failed and queued again"
+        elif number in retried:  # another worker's heartbeat or start-up check was quicker
+            outcome = "closed as failed and queued again by another worker"
         elif states[number] == TrialState.FAIL:
             outcome = "closed as failed, not queued again: a worker died under it before (the retry limit)"
         else:

@@ -317,9 +317,9 @@ class Trainer:
         mixed_precision: bool = False,
         eval_batch_size: int = 4096,
     ) -> None:
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int | np.integer) or max_epochs < 1:
             raise ValueError(f"max_epochs must be a whole number >= 1, got {max_epochs!r}")
-        self.max_epochs = max_epochs
+        self.max_epochs = int(max_epochs)
         self.device = resolve_device(device)
         self.seed = seed
         self.callbacks = list(callbacks)

@@ -117,6 +117,7 @@ def test_a_series_refuses_options_that_are_not_whole_counts(options, message) ->
 def test_max_epochs_must_be_a_whole_number() -> None:
     with pytest.raises(ValueError, match="max_epochs must be a whole number >= 1, got 1.5"):
         Trainer(max_epochs=1.5)  # type: ignore[arg-type]
+    assert Trainer(max_epochs=np.int64(3)).max_epochs == 3  # a count from numpy will do
 
 
 def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: Path) -> None:

@@ -314,6 +314,26 @@ def test_a_trial_whose_worker_cannot_be_judged_is_named_and_retried_when_asked(
     assert study.get_trials()[3].state == TrialState.FAIL
 
 
+def test_retry_trial_tells_a_retry_another_worker_queued_from_the_retry_limit(
+    cli_in_process, tmp_path, tiny_space, monkeypatch
+) -> None:
+    args = ("--study", "s", "--storage", "j.log", "-q")
+    new = ("--dataset", "digits", "--space", str(tiny_space), "--max-epochs", "1", "--seed", "0")
+    assert cli_in_process("run", *args, *new, "--n-trials", "1").returncode == 0
+    study = optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "j.log")))
+    study.ask().set_user_attr(WORKER_ID_ATTR, "elsewhere|boot|pid:[1]|123|456")
+    original = recovery._fail_and_retry
+
+    def beaten_to_it(*args: object, **kwargs: object) -> bool:
+        original(*args, **kwargs)  # another worker's start-up check fails and queues it first
+        return False
+
+    monkeypatch.setattr(recovery, "_fail_and_retry", beaten_to_it)
+    out = cli_in_process("run", *args, "--n-trials", "2", "--retry-trial", "1")
+    assert "trial 1 closed as failed and queued again by another worker" in out.stderr
+    assert [t.state for t in study.get_trials()][1:] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     study = optuna.create_study()
     for key in ("dead-twice", "interrupted", "running", "done-retry"):
