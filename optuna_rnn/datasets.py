@@ -59,6 +59,7 @@ def _sunspots() -> Dataset:
         name="sunspots",
         values=frame[["SUNACTIVITY"]].to_numpy(),
         columns=("SUNACTIVITY",),
+        times=tuple(str(int(year)) for year in frame["YEAR"]),  # the years each split covers, as co2's dates
         description=DATASETS["sunspots"].description,
     )
 
@@ -90,8 +91,8 @@ def japanese_vowels_files() -> tuple[Path, Path]:
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise UsageError(
-            f"the installed sktime lacks {', '.join(missing)} in {folder}; "
-            "reinstall it with pip install 'optuna-rnn[datasets]'"
+            f"the sktime found at {folder.parent.parent.parent} lacks {', '.join(missing)}; "
+            "reinstall it with pip install --force-reinstall --no-deps sktime"
         )
     return files
 

@@ -166,13 +166,15 @@ def test_forecasting_target_times_are_disjoint_and_ordered(offline_facts: dict, 
             assert part["X_shape"] == [part["n"], window, 1]
 
 
-def test_co2_split_times_are_recorded(offline_facts: dict) -> None:
+def test_co2_and_sunspots_split_times_are_recorded(offline_facts: dict) -> None:
     times = offline_facts["co2"]["summary"]["split_times"]
     assert times == {
         "train": ["1958-03-29", "1988-11-05"],
         "valid": ["1988-11-12", "1995-06-03"],
         "test": ["1995-06-10", "2001-12-29"],
     }
+    years = offline_facts["sunspots"]["summary"]["split_times"]  # 217 / 46 / 46 of 1700-2008
+    assert years == {"train": ["1700", "1916"], "valid": ["1917", "1962"], "test": ["1963", "2008"]}
 
 
 def test_co2_missing_weeks_are_interpolated_inside_the_training_span() -> None:
