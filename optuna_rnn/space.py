@@ -409,7 +409,33 @@ class SearchSpace:
                     "ignored; put every hyperparameter under [space], or drop the table header"
                 )
             data = data["space"]
-        return cls.from_dict(data, source=str(path))
+        space = cls.from_dict(data, source=str(path))
+        space._refuse_unused(data, source=str(path))
+        return space
+
+    def _refuse_unused(self, given: Mapping[str, Any], *, source: str) -> None:
+        """Refuse a parameter set in ``given`` that no cell or optimiser of this space uses: fixing
+        ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, would change nothing."""
+        cells, optimizers = _options(self.cell), _options(self.optimizer)
+        for name in given:
+            if name == "window" or any(
+                _applies(name, task="forecasting", cell=c, optimizer=o) for c in cells for o in optimizers
+            ):
+                continue
+            users = {
+                "forget_bias": "the lstm cell",
+                "weight_decay": "sgd, adam and rmsprop (AdamW reads adamw_weight_decay)",
+                "adamw_weight_decay": "adamw",
+                "momentum": "sgd",
+                "nesterov": "sgd",
+                "beta1": "adam and adamw",
+                "beta2": "adam and adamw",
+                "rmsprop_alpha": "rmsprop",
+            }.get(name, "other settings")
+            raise UsageError(
+                f"{source}: {name} would have no effect: only {users} use it, and this space's "
+                f"cell is {' or '.join(cells)} and its optimizer {' or '.join(optimizers)}"
+            )
 
 
 def _unknown_message(name: str) -> str:
@@ -506,6 +532,11 @@ def _whole(spec: Spec) -> Spec:
 
 # Search-space parameters that fill a Hyperparams field of another name.
 _HYPERPARAM = {"adamw_weight_decay": "weight_decay"}
+
+
+def _options(spec: Spec) -> list[str]:
+    """The values a categorical parameter may take."""
+    return [str(o) for o in spec.options] if isinstance(spec, Choice) else [str(spec)]
 
 
 def _applies(name: str, *, task: Task, cell: str, optimizer: str) -> bool:

@@ -123,6 +123,30 @@ def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
+        (
+            'optimizer = "adamw"\nweight_decay = 1e-4\n',
+            r"weight_decay would have no effect: only sgd, adam and ",
+        ),
+        ('cell = "gru"\nforget_bias = 1.0\n', "forget_bias would have no effect: only the lstm cell use"),
+        (
+            'optimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
+            "this space's cell is lstm or gru or rnn and its optimizer adam or adamw",
+        ),
+    ],
+)
+def test_a_parameter_no_optimiser_or_cell_of_the_space_uses_is_refused(tmp_path: Path, toml, message) -> None:
+    # fixing weight_decay for AdamW (which reads adamw_weight_decay) used to change nothing, silently
+    path = tmp_path / "unused.toml"
+    path.write_text(toml)
+    with pytest.raises(UsageError, match=message):
+        SearchSpace.from_toml(path)
+    path.write_text('optimizer = ["sgd", "adamw"]\nmomentum = 0.9\nforget_bias = 1.0\n')  # some use them
+    assert SearchSpace.from_toml(path).momentum == 0.9
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
         ('hidden_size = {low = "a", high = 64}', "hidden_size: 'low' must be a number, got 'a'"),
         ("num_layers = {low = 1, high = 2.5}", "num_layers: 'high' must be a whole number, got 2.5"),
         ('hidden_size = {low = 8, high = 64, log = "false"}', "hidden_size: 'log' must be true or false"),
