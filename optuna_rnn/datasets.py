@@ -9,8 +9,10 @@ read without importing sktime; ``pip install optuna-rnn[datasets]``).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,14 @@ def _co2() -> Dataset:
     )
 
 
+def _pinned(package: str) -> str:
+    """``==<installed version>`` of ``package``, so that a reinstall does not upgrade it; else ``""``."""
+    try:
+        return f"=={version(package)}"
+    except PackageNotFoundError:
+        return ""
+
+
 def japanese_vowels_files() -> tuple[Path, Path]:
     """The JapaneseVowels train and test ``.ts`` files that sktime ships (sktime is not imported)."""
     spec = importlib.util.find_spec("sktime")
@@ -91,8 +101,8 @@ def japanese_vowels_files() -> tuple[Path, Path]:
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise UsageError(
-            f"the sktime found at {folder.parent.parent.parent} lacks {', '.join(missing)}; "
-            "reinstall it with pip install --force-reinstall --no-deps sktime"
+            f"the sktime found at {folder.parent.parent.parent} lacks {', '.join(missing)}; reinstall it "
+            f"with {sys.executable} -m pip install --force-reinstall --no-deps sktime{_pinned('sktime')}"
         )
     return files
 

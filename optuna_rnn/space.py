@@ -409,17 +409,21 @@ class SearchSpace:
                     "ignored; put every hyperparameter under [space], or drop the table header"
                 )
             data = data["space"]
-        space = cls.from_dict(data, source=str(path))
-        space._refuse_unused(data, source=str(path))
-        return space
+        return cls.from_dict(data, source=str(path))
 
-    def _refuse_unused(self, given: Mapping[str, Any], *, source: str) -> None:
-        """Refuse a parameter set in ``given`` that no cell or optimiser of this space uses: fixing
-        ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, would change nothing."""
+    def refuse_unused(self) -> None:
+        """Refuse a parameter changed from its default that no cell or optimiser of this space
+        uses: fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, would change
+        nothing. Checked when a study is created; a study made before the check resumes as it was."""
         cells, optimizers = _options(self.cell), _options(self.optimizer)
-        for name in given:
-            if name == "window" or any(
-                _applies(name, task="forecasting", cell=c, optimizer=o) for c in cells for o in optimizers
+        default = SearchSpace()
+        for name in self.param_names():
+            if (
+                getattr(self, name) == getattr(default, name)
+                or name == "window"
+                or any(
+                    _applies(name, task="forecasting", cell=c, optimizer=o) for c in cells for o in optimizers
+                )
             ):
                 continue
             users = {
@@ -433,7 +437,7 @@ class SearchSpace:
                 "rmsprop_alpha": "rmsprop",
             }.get(name, "other settings")
             raise UsageError(
-                f"{source}: {name} would have no effect: only {users} use it, and this space's "
+                f"--space: {name} would have no effect: only {users} uses it, and this space's "
                 f"cell is {' or '.join(cells)} and its optimizer {' or '.join(optimizers)}"
             )
 

@@ -24,6 +24,8 @@ from optuna_rnn import (
     load_dataset,
 )
 from optuna_rnn.data import ForecastSeries, fit_space
+from optuna_rnn.datasets import DatasetSpec
+from optuna_rnn.study import open_session
 from tests.conftest import TINY_SPACE
 
 
@@ -127,21 +129,41 @@ def test_toml_errors_name_file_and_parameter(tmp_path: Path) -> None:
             'optimizer = "adamw"\nweight_decay = 1e-4\n',
             r"weight_decay would have no effect: only sgd, adam and ",
         ),
-        ('cell = "gru"\nforget_bias = 1.0\n', "forget_bias would have no effect: only the lstm cell use"),
+        ('cell = "gru"\nforget_bias = 1.0\n', "forget_bias would have no effect: only the lstm cell uses"),
         (
             'optimizer = ["adam", "adamw"]\nmomentum = 0.9\n',
             "this space's cell is lstm or gru or rnn and its optimizer adam or adamw",
         ),
     ],
 )
-def test_a_parameter_no_optimiser_or_cell_of_the_space_uses_is_refused(tmp_path: Path, toml, message) -> None:
+def test_a_new_study_refuses_a_parameter_no_optimiser_or_cell_uses(tmp_path: Path, toml, message) -> None:
     # fixing weight_decay for AdamW (which reads adamw_weight_decay) used to change nothing, silently
     path = tmp_path / "unused.toml"
     path.write_text(toml)
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(path), "max_epochs": 1}
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    with pytest.raises(UsageError, match="--space: .*" + message):
+        open_session("s", storage=storage, given=given, create=True)
+    assert not (tmp_path / "o.db").exists()  # refused before a database was made
+    optuna.create_study(study_name="other", storage=storage)  # an existing storage: refused there too
     with pytest.raises(UsageError, match=message):
-        SearchSpace.from_toml(path)
+        open_session("s", storage=storage, given=given, create=True)
     path.write_text('optimizer = ["sgd", "adamw"]\nmomentum = 0.9\nforget_bias = 1.0\n')  # some use them
     assert SearchSpace.from_toml(path).momentum == 0.9
+
+
+def test_a_study_made_before_the_unused_parameter_check_resumes_with_its_space_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text(
+        'cell = "gru"\nhidden_size = 4\nnum_layers = 1\noptimizer = "adamw"\nweight_decay = 1e-4\n'
+    )
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(path), "max_epochs": 1}
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    with pytest.MonkeyPatch.context() as patch:  # as an earlier version created it
+        patch.setattr(SearchSpace, "refuse_unused", lambda self: None)
+        open_session("old", storage=storage, given=given, create=True)
+    resumed = open_session("old", storage=storage, given=given, create=True)  # the same command again
+    assert resumed.config.space.weight_decay == 1e-4
 
 
 @pytest.mark.parametrize(
