@@ -174,14 +174,14 @@ def retry_chosen(session: Any, numbers: list[int]) -> None:
     from optuna.trial import TrialState
 
     from optuna_rnn import shutdown
-    from optuna_rnn.recovery import requeue_chosen
+    from optuna_rnn.recovery import requeue_chosen, retried_numbers
 
     session.artifacts()  # the claims go into its checkpoint folder: one that cannot be made says so
     with shutdown.deferred():  # a trial failed but not yet queued again would be lost
         queued = requeue_chosen(session.study, numbers, session.checkpoints_dir, storage=session.storage)
     trials = session.study.get_trials(deepcopy=False)
     states = {t.number: t.state for t in trials}
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
+    retried = retried_numbers(trials)
     for number in dict.fromkeys(numbers):
         if number in queued:
             outcome = "closed as failed and queued again"
@@ -404,6 +404,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _print_summary(session: Any, seconds: float) -> None:
     from optuna.trial import TrialState
 
+    from optuna_rnn.recovery import retried_numbers
     from optuna_rnn.training import metric_for
     from optuna_rnn.workers import state_counts
 
@@ -411,7 +412,7 @@ def _print_summary(session: Any, seconds: float) -> None:
     count = state_counts(trials)
     running = f", {count[TrialState.RUNNING]} running" if count[TrialState.RUNNING] else ""
     # an interrupted trial or a dead worker's is failed and then retried under a new number
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
+    retried = retried_numbers(trials)
     again = sum(t.state == TrialState.FAIL and t.number in retried for t in trials)
     print(
         f"Study {session.study.study_name!r}: {count[TrialState.COMPLETE]} complete, "

@@ -94,6 +94,12 @@ def this_process() -> str:
     return process_identity(os.getpid())
 
 
+def pid_of(identity: str) -> str:
+    """The process id that ``identity`` names, or ``?`` when it is not an identity."""
+    parts = identity.split(_SEP)
+    return parts[3] if len(parts) == 5 else "?"
+
+
 def is_gone(identity: str, *, trial_started: datetime | None = None) -> bool | None:
     """Whether the process named by ``identity`` no longer exists; ``None``: cannot tell from here.
 

@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.callbacks import Checkpoint, load_checkpoint, remove_checkpoint
 from optuna_rnn.errors import UsageError
-from optuna_rnn.liveness import is_gone
+from optuna_rnn.liveness import is_gone, pid_of
 
 CHECKPOINT_ENV = "OPTUNA_RNN_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 5
@@ -265,7 +265,7 @@ def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) 
     ``directory`` so that it is queued only once.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
+    retried = retried_numbers(trials)
     queued = []
     for trial in trials:
         if (
@@ -353,9 +353,9 @@ def requeue_chosen(
             raise UsageError(f"--retry-trial {number}: trial {number} of {study.study_name!r} is {state}")
         owner = trial.user_attrs.get(WORKER_ID_ATTR)
         if isinstance(owner, str) and is_gone(owner) is False:  # its training would be thrown away
-            pid = owner.split("|")[3] if owner.count("|") == 4 else "?"
             raise UsageError(
-                f"--retry-trial {number}: trial {number}'s worker is alive on this machine (pid {pid}); "
+                f"--retry-trial {number}: trial {number}'s worker is alive on this machine "
+                f"(pid {pid_of(owner)}); "
                 "stop it first, or let it finish"
             )
     return [
@@ -399,7 +399,7 @@ def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> No
     trial that uses it is running or waiting, or is an interrupted trial not yet queued again.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
+    retried = retried_numbers(trials)
     needed, used = set(), set()
     for trial in trials:
         final = trial.state == TrialState.FAIL and trial.user_attrs.get("stop_reason") != INTERRUPTED
@@ -425,9 +425,9 @@ def _older_than(trial: FrozenTrial, seconds: float) -> bool:
     return started is not None and (datetime.now() - started).total_seconds() > seconds
 
 
-def _retried(trials: list[FrozenTrial]) -> set[int]:
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of the trials that a retry in ``trials`` continues."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return {n for t in trials for n in t.system_attrs.get("retry_history") or []}
 
 
 def _marker(directory: Path, trial: FrozenTrial) -> Path:

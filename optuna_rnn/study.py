@@ -634,7 +634,7 @@ def open_session(
         loaded = optuna.load_study(study_name=study_name, storage=backend)
         return StudySession(loaded, config, url, storage=backend)
     if recorded is None:
-        artifacts_dir = os.path.abspath(config.artifacts or default_artifacts_dir(url))
+        artifacts_dir = os.path.abspath(config.artifacts or default)
         # Recorded absolute (other processes open it from other directories), except the default
         # beside a storage file: left unrecorded, it is found beside the file when the folder moves.
         if config.artifacts is not None or file is None:
@@ -902,8 +902,7 @@ def run_trials(
     _wrap_up(session, dashboard)
     if interrupted or shutdown.stop_requested():
         raise KeyboardInterrupt
-    running = len(session.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    if session.finished() + running < n_trials and session.grid_left() == 0:  # the grid sampler stopped
+    if session.grid_left() == 0 and not total.reached(session.study):  # the grid sampler stopped it
         _say_the_grid_ran_out(n_trials)
 
 
