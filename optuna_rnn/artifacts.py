@@ -211,7 +211,7 @@ class KeepTopModels:
 
     def __init__(self, store: FileSystemArtifactStore | str | os.PathLike[str], k: int) -> None:
         if k < 1:
-            raise UsageError(f"--keep-top must be >= 1, got {k}")
+            raise UsageError(f"k (--keep-top) must be >= 1, got {k}")
         self.store = artifact_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.k = k
         self._removed: set[str] = set()

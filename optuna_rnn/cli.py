@@ -443,14 +443,14 @@ def cmd_best(args: argparse.Namespace) -> int:
     session = open_session(args.study, storage=args.storage, read_only=True)
     best = session.best_trial()
     if best is None:
-        raise UsageError(f"study {args.study!r} has no complete trial yet")
+        raise MissingModelError(f"study {args.study!r} has no complete trial yet")
     try:
         payload: dict[str, Any] | None = download_model_payload(
             artifact_store(session.artifacts_dir, create=False), best
         )
     except MissingModelError as exc:  # its file is gone (or it ran without artifacts)
         if args.export:
-            raise UsageError(f"--export {args.export}: {exc}") from None
+            raise MissingModelError(f"--export {args.export}: {exc}") from None
         print(f"optuna-rnn: warning: {exc}", file=sys.stderr)
         payload = None
     test = _best_test_or_none(session, say_missing=False)  # the missing model was reported above

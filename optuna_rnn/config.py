@@ -43,13 +43,13 @@ class StudyConfig:
         if self.pruner not in PRUNERS:
             raise UsageError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
         if self.max_epochs < 1:
-            raise UsageError(f"--max-epochs must be >= 1, got {self.max_epochs}")
+            raise UsageError(f"--max-epochs (max_epochs) must be >= 1, got {self.max_epochs}")
         if self.patience is not None and self.patience < 1:
-            raise UsageError(f"--patience must be >= 1, got {self.patience}")
+            raise UsageError(f"--patience (patience) must be >= 1, got {self.patience}")
         if self.keep_top is not None and self.keep_top < 1:
-            raise UsageError(f"--keep-top must be >= 1, got {self.keep_top}")
+            raise UsageError(f"--keep-top (keep_top) must be >= 1, got {self.keep_top}")
         if self.seed is not None and not 0 <= self.seed < 2**32:  # what Optuna's samplers accept
-            raise UsageError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
+            raise UsageError(f"--seed (seed) must be in [0, {2**32 - 1}], got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, as recorded on the study."""

@@ -201,11 +201,11 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.path is None):
-            raise UsageError("give exactly one of --dataset NAME or --data PATH")
+            raise UsageError("give exactly one of --dataset NAME or --data PATH (name= or path=)")
         if self.name is not None and self.name not in DATASETS:
             raise UsageError(f"unknown dataset {self.name!r}; built-in datasets: {', '.join(DATASETS)}")
         if self.horizon < 1:
-            raise UsageError(f"--horizon must be >= 1, got {self.horizon}")
+            raise UsageError(f"--horizon (horizon) must be >= 1, got {self.horizon}")
         if self.name is not None and (self.target is not None or self.horizon != 1):
             raise UsageError(
                 f"target and horizon apply to data files only; built-in {self.name!r} has its own"

@@ -229,7 +229,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+        raise ValueError("device 'cuda' (--device cuda) was asked for but no CUDA device is available")
     return torch.device(device)
 
 

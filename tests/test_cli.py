@@ -290,7 +290,7 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(
     )
     out = cli_in_process("best", "--study", "digits", "--export", "best.pt")
     assert (
-        out.returncode == 2
+        out.returncode == 1  # the study lacks the file: not wrong usage (exit 2)
         and out.stderr == "optuna-rnn: error: --export best.pt: trial 2 has no saved model\n"
     )
     assert not (tmp_path / "best.pt").exists()
@@ -412,6 +412,20 @@ def test_readers_say_at_once_that_a_plain_optuna_study_is_not_theirs(cli_in_proc
         open_session("plain", storage=url)
 
 
+def test_best_of_a_study_without_a_complete_trial_is_an_error_not_a_usage_error(
+    cli_in_process, tmp_path, tiny_space
+) -> None:
+    from optuna_rnn.datasets import DatasetSpec
+    from optuna_rnn.space import SearchSpace
+
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(tiny_space)}
+    open_session("empty", storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}", given=given, create=True)
+    out = cli_in_process("best", "--study", "empty")
+    # The command was right; the study is not there yet (exit 2 is kept for wrong usage).
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == "optuna-rnn: error: study 'empty' has no complete trial yet\n"
+
+
 def test_bad_input_exits_2_and_leaves_the_study_untouched(
     run_cli, cli_in_process, tmp_path, tiny_space
 ) -> None:
@@ -443,7 +457,7 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
             "no study named 'digit' in sqlite:///optuna-rnn.db (studies there: digits)",
         ),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
-        (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed must be in [0, 42"),
+        (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed (seed) must be in [0, 42"),
         (("run", "--dataset", "digits", "--timeout", "-1"), "--timeout must be a positive number of seconds"),
         (("run", "--study", "digits", "--timeout", "nan"), "--timeout must be a positive number of seconds"),
         (("worker", "--study", "digits", "--timeout", "0"), "--timeout must be a positive number of seconds"),
@@ -451,7 +465,7 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
         (("best", "--study", "digits", "--export", str(tmp_path / "no" / "best.pt")), "cannot write"),
         (("report", "--study", "digits", "--out", str(a_file)), "cannot write the report"),
         (("dashboard", "--port", "99999"), "--port must be in [0, 65535], got 99999"),
-        (("run", "--data", str(a_file), "--horizon", "0"), "--horizon must be >= 1, got 0"),
+        (("run", "--data", str(a_file), "--horizon", "0"), "--horizon (horizon) must be >= 1, got 0"),
         (
             ("run", "--dataset", "digits", "--storage", "study.db"),
             "for a SQLite file write sqlite:///study.db",
@@ -479,7 +493,7 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
     # Refused before a storage is opened: no stray database is left for the dashboard to list.
     (tmp_path / "words.csv").write_text("x,y\n" + "a,b\n" * 30)
     refused = {
-        ("--dataset", "digits", "--max-epochs", "0"): "--max-epochs must be >= 1",
+        ("--dataset", "digits", "--max-epochs", "0"): "--max-epochs (max_epochs) must be >= 1",
         ("--data", "typo.csv"): "not found",
         ("--data", "words.csv"): "column 'x' is not numeric",
     }
