@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,9 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
             ) from None
         try:
             payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # cut short or overwritten
+        except OSError:
+            raise
+        except Exception as exc:  # cut short or overwritten: torch raises anything from KeyError up
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MissingModelError(
                 f"the model file of trial {trial.number} is unreadable ({reason})"

@@ -411,10 +411,21 @@ class SearchSpace:
             data = data["space"]
         return cls.from_dict(data, source=str(path))
 
-    def refuse_unused(self) -> None:
-        """Refuse a parameter changed from its default that no cell or optimiser of this space
-        uses: fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, would change
-        nothing. Checked when a study is created; a study made before the check resumes as it was."""
+    def refuse_for_new_study(self) -> None:
+        """Refuse what would silently mislead a new study, checked when it is created (a study
+        made before these checks resumes as it was):
+
+        - an option listed twice (``[32, 32.0]``): a grid would run its configurations twice and
+          never count itself done;
+        - a parameter changed from its default that no cell or optimiser of this space uses:
+          fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, changes nothing.
+        """
+        for name in self.param_names():
+            spec = getattr(self, name)
+            options = spec.options if isinstance(spec, Choice) else ()
+            for i, option in enumerate(options):
+                if option in options[:i]:  # 32 == 32.0 too
+                    raise UsageError(f"--space: {name}: {option!r} is listed twice; list each option once")
         cells, optimizers = _options(self.cell), _options(self.optimizer)
         default = SearchSpace()
         for name in self.param_names():
@@ -582,4 +593,5 @@ def _range_points(spec: IntRange | FloatRange, points: int) -> list[Scalar]:
     if isinstance(spec, IntRange):
         top = spec.low + (spec.high - spec.low) // spec.step * spec.step  # the highest value Optuna draws
         return sorted({min(spec.low + round((v - spec.low) / spec.step) * spec.step, top) for v in raw})
-    return [min(max(float(f"{v:.6g}"), spec.low), spec.high) for v in raw]
+    # Rounding can merge neighbouring points of a very narrow range: each point once.
+    return list(dict.fromkeys(min(max(float(f"{v:.6g}"), spec.low), spec.high) for v in raw))

@@ -644,7 +644,7 @@ def open_session(
     dataset = given_data if given_data is not None else config.dataset.load()
     fit_space(config.space, dataset)  # a window range the data cannot serve is refused here
     if recorded is None:
-        config.space.refuse_unused()
+        config.space.refuse_for_new_study()
     sampler = make_sampler(config, dataset=dataset)
     pruner = make_pruner(config.pruner, max_epochs=config.max_epochs)
     if recorded is None:
@@ -735,7 +735,7 @@ def _refuse_bad_input(given: dict[str, Any], *, load: bool, whole: bool = False)
     if load:
         data = spec.load()
         if whole:
-            config.space.refuse_unused()
+            config.space.refuse_for_new_study()
             fit_space(config.space, data)
             make_sampler(config, dataset=data)
         return data

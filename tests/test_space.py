@@ -152,15 +152,33 @@ def test_a_new_study_refuses_a_parameter_no_optimiser_or_cell_uses(tmp_path: Pat
     assert SearchSpace.from_toml(path).momentum == 0.9
 
 
-def test_a_study_made_before_the_unused_parameter_check_resumes_with_its_space_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("batch_size = [32, 32.0]\n", "batch_size: 32 is listed twice; list each option once"),
+        ('cell = ["lstm", "gru", "lstm"]\n', "cell: 'lstm' is listed twice"),
+    ],
+)
+def test_a_new_study_refuses_an_option_listed_twice(tmp_path: Path, toml: str, message: str) -> None:
+    # A grid used to run such a configuration twice, and one more time at every later run.
+    path = tmp_path / "twice.toml"
+    path.write_text(toml)
+    given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(path), "max_epochs": 1}
+    with pytest.raises(UsageError, match=f"--space: {message}"):
+        open_session("s", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_a_study_made_before_the_new_study_checks_resumes_with_its_space_file(tmp_path: Path) -> None:
     path = tmp_path / "old.toml"
     path.write_text(
         'cell = "gru"\nhidden_size = 4\nnum_layers = 1\noptimizer = "adamw"\nweight_decay = 1e-4\n'
+        "batch_size = [32, 32]\n"
     )
     given = {"dataset": DatasetSpec(name="digits"), "space": SearchSpace.from_toml(path), "max_epochs": 1}
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     with pytest.MonkeyPatch.context() as patch:  # as an earlier version created it
-        patch.setattr(SearchSpace, "refuse_unused", lambda self: None)
+        patch.setattr(SearchSpace, "refuse_for_new_study", lambda self: None)
         open_session("old", storage=storage, given=given, create=True)
     resumed = open_session("old", storage=storage, given=given, create=True)  # the same command again
     assert resumed.config.space.weight_decay == 1e-4
@@ -218,6 +236,11 @@ def test_a_grid_counts_conditional_parameters_only_where_they_apply() -> None:
     assert grid.grid_size(task="forecasting") == 15 * 3
     product = space.grid(task="classification")  # what the grid sampler walks
     assert math.prod(len(values) for values in product.values()) == 2 * 2 * 2 * 3 * 2
+
+
+def test_grid_points_of_a_range_narrower_than_their_rounding_are_one_point() -> None:
+    grid = SearchSpace(dropout=FloatRange(0.1, 0.1000001)).gridded(task="classification")
+    assert grid.dropout == 0.1  # three points rounded to the same value used to be three configurations
 
 
 def test_grid_too_large_is_a_clear_error() -> None:
