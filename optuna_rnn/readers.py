@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -122,27 +123,27 @@ def _read_uneven(path: Path) -> pd.DataFrame:
 
     pandas sizes the table by the header and first row and stops at a longer row. A longer row
     whose surplus fields are empty (a trailing comma on some rows only) loses them; one with a
-    value there is refused, naming its line. Empty fields become missing values, as in pandas.
+    value there is refused, naming its line. The rows that are left go through pandas as any
+    other file does, so that ``NA`` or ``True`` read the same with or without the commas.
     """
-    header: list[str] | None = None
-    rows: list[list[str | None]] = []
+    width: int | None = None
+    trimmed = io.StringIO()
+    writer = csv.writer(trimmed)
     with path.open(newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file, skipinitialspace=True)
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue  # blank lines hold no row, as pandas reads them
-            if header is None:
-                header = [cell.strip() for cell in row]
-                continue
-            width = len(header)
-            if len(row) > width and any(cell.strip() for cell in row[width:]):
+            if width is None:
+                width = len(row)
+            elif len(row) > width and any(cell.strip() for cell in row[width:]):
                 raise UsageError(
                     f"{path}: line {reader.line_num} has more fields than the header names; name "
                     "every column (or remove trailing commas)"
                 )
-            cells = [cell if cell.strip() else None for cell in row[:width]]
-            rows.append(cells + [None] * (width - len(cells)))
-    return pd.DataFrame(rows, columns=header)
+            writer.writerow(row[:width])
+    trimmed.seek(0)
+    return pd.read_csv(trimmed, skipinitialspace=True, index_col=False)
 
 
 def _named_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -183,13 +184,21 @@ def _time_order(path: Path, column: pd.Series, name: str) -> np.ndarray:
         raise UsageError(f"{path}: time column {name!r} has a missing value (line {_line(path, missing)})")
     keys = pd.to_numeric(column, errors="coerce")
     if keys.isna().any():
+        numbers = keys.notna().to_numpy()
         keys = _parse_dates(path, column, name)
-        bad = keys.isna().to_numpy()
-        if bad.any():
-            first = column.to_numpy()[bad][0]
+        dates = keys.notna().to_numpy()
+        neither = ~numbers & ~dates
+        if neither.any():
             raise UsageError(
                 f"{path}: time column {name!r} has a value that is neither a number nor a date "
-                f"(line {_line(path, bad)}: {first!r})"
+                f"(line {_line(path, neither)}: {column.to_numpy()[neither][0]!r})"
+            )
+        if not dates.all():  # each value is one or the other, and the odd ones out are wrong
+            numbers_only, dates_only = numbers & ~dates, dates & ~numbers
+            odd = numbers_only if numbers_only.sum() <= dates_only.sum() else dates_only
+            raise UsageError(
+                f"{path}: time column {name!r} mixes numbers and dates (line {_line(path, odd)}: "
+                f"{column.to_numpy()[odd][0]!r}); write every time the same way"
             )
     repeat = keys.duplicated().to_numpy()
     if repeat.any():
@@ -211,6 +220,7 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
     differently (``01/06/2024``), the column is ambiguous and refused rather than scrambled.
     """
     tries: list[pd.Series] = []
+    impossible = _impossible_dayfirst(column)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
         for options in ({"format": "ISO8601"}, {"dayfirst": False}, {"dayfirst": True}):
@@ -220,7 +230,8 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
                 continue
             if "format" in options and not keys.isna().any():
                 return keys
-            tries.append(keys)
+            if "dayfirst" not in options or options["dayfirst"] != impossible:
+                tries.append(keys)
     complete = [keys for keys in tries if not keys.isna().any()]
     if len(complete) == 2 and not np.array_equal(
         np.argsort(complete[0].to_numpy(), kind="stable"), np.argsort(complete[1].to_numpy(), kind="stable")
@@ -233,6 +244,24 @@ def _parse_dates(path: Path, column: pd.Series, name: str) -> pd.Series:
     if complete:
         return complete[0]
     return min(tries, key=lambda keys: int(keys.isna().sum()), default=pd.Series(pd.NaT, index=column.index))
+
+
+def _impossible_dayfirst(column: pd.Series) -> bool | None:
+    """The ``dayfirst`` that cannot read ``column``: ``True`` when a value's second field is
+    above 12, ``False`` when a first field is, ``None`` when both orders may (or it is no such date).
+
+    pandas reads a format it cannot infer value by value, and dateutil then quietly swaps day
+    and month where the asked-for order is impossible: ``13.01.24`` read month first becomes
+    13 January, so both orders would seem to read every value.
+    """
+    fields = column.astype(str).str.extract(r"^\s*(\d{1,2})\D(\d{1,2})(?:\D|$)")
+    if fields.isna().to_numpy().any():
+        return None
+    if (fields[0].astype(int) > 12).any():
+        return False
+    if (fields[1].astype(int) > 12).any():
+        return True
+    return None
 
 
 def _numeric_column(path: Path, column: pd.Series, name: str, time_col: str | None) -> np.ndarray:

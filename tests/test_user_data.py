@@ -108,6 +108,10 @@ def test_csv_dates_in_local_time_iso_mixes_and_day_first_order_correctly(tmp_pat
     days = pd.date_range("2024-01-01", periods=40, freq="D")
     dmy = [t.strftime("%d/%m/%Y") for t in days[::-1]]
     assert read_csv(_times_csv(tmp_path / "dmy.csv", dmy)).values[:, 0].tolist() == list(range(39, -1, -1))
+    # A format pandas cannot infer is read value by value, and dateutil swapped 13.01.24 into a
+    # month-first reading: the file used to be refused as reading both ways.
+    dots = [t.strftime("%d.%m.%y") for t in days[::-1]]
+    assert read_csv(_times_csv(tmp_path / "dots.csv", dots)).values[:, 0].tolist() == list(range(39, -1, -1))
 
 
 def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: Path) -> None:
@@ -116,6 +120,12 @@ def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: 
         UsageError, match=r"reads both as month/day and as day/month \(line 2: '01/01/2024'\)"
     ):
         read_csv(_times_csv(tmp_path / "ambiguous.csv", days))
+    mixed = [str(i) for i in range(40)]
+    mixed[5] = "2020-01-01"  # the odd one out is named, not the first number
+    with pytest.raises(UsageError, match=r"mixes numbers and dates \(line 7: '2020-01-01'\); write every"):
+        read_csv(_times_csv(tmp_path / "mixed.csv", mixed))
+    with pytest.raises(UsageError, match=r"neither a number nor a date \(line 4: 'soon'\)"):
+        read_csv(_times_csv(tmp_path / "neither.csv", [*mixed[:2], "soon", *mixed[6:]]))
     with pytest.raises(UsageError, match=r"time column 'date' repeats '2' \(lines 3 and 5\)"):
         read_csv(_times_csv(tmp_path / "repeat.csv", ["1", "2", "3", "2", *map(str, range(4, 40))]))
     # Blank lines (pandas skips them) still leave the named line the one to open in an editor.
@@ -145,6 +155,11 @@ def test_csv_header_names_are_the_files_own(tmp_path: Path) -> None:
     uneven = write_csv(tmp_path / "uneven.csv", [r + ("," if i % 3 else "") for i, r in enumerate(rows)])
     assert read_csv(uneven).columns == ("x", "y")
     np.testing.assert_array_equal(read_csv(uneven).values, read_csv(exported).values)
+    # ... and its values read as in any other file: NA is a missing value, not text
+    gap = replace_cell(rows, 40, 1, "NA")
+    for i, uneven_rows in enumerate((gap, [r + ("," if i % 3 else "") for i, r in enumerate(gap)])):
+        with pytest.raises(UsageError, match=r"column 'x' has a missing value \(line 42\)"):
+            read_csv(write_csv(tmp_path / f"gap{i}.csv", uneven_rows, shuffle=False))
     # pandas would rename the second x to x.1 and a blank name to 'Unnamed: 1', and load them
     with pytest.raises(UsageError, match="column 'x' appears twice in the header; names must differ"):
         read_csv(write_csv(tmp_path / "twice.csv", rows, header="date,x,x"))
