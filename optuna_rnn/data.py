@@ -431,6 +431,11 @@ def _stratified(
     # the other classes are still split in proportion.
     pooled = np.bincount(codes)[codes] >= 2
     kept = idx[~pooled]
+    if n_out >= 1 and not pooled.any():
+        raise UsageError(
+            f"{name}: every class has a single sequence, so none can be held out for the {what} "
+            "split; give each class at least two"
+        )
     if n_out < 1 or pooled.sum() - n_out < 1:
         raise UsageError(f"{name}: {len(idx)} sequences leave an empty {what} split")
     idx, codes = idx[pooled], codes[pooled]
@@ -515,8 +520,15 @@ def _encode_labels(y: np.ndarray, name: str, array: str) -> tuple[tuple[str, ...
     if y.dtype == object:  # pandas strings and categoricals arrive as Python objects
         if all(isinstance(v, str) for v in y):
             y = y.astype(str)
+        elif all(isinstance(v, bytes) for v in y):
+            y = np.array(y.tolist(), dtype=bytes)
         elif all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in y):
             y = y.astype(np.int64)
+    if y.dtype.kind == "S":  # byte strings, as h5py and older NumPy files hold text
+        try:
+            y = np.char.decode(y, "utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{name}: {array} holds byte strings that are not UTF-8 text") from None
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise UsageError(f"{name}: {array} holds non-integer numbers; labels must be integers or strings")

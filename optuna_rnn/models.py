@@ -123,10 +123,10 @@ class OriginalUnits(nn.Module):
     ) -> None:
         super().__init__()
         self.net = net
-        self.input_mean: torch.Tensor
-        self.input_std: torch.Tensor
-        self.register_buffer("input_mean", torch.tensor(input_mean, dtype=torch.float32))
-        self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float32))
+        # Float64 on the CPU, as the trainer standardised with them (a float32 mean of 1e8 is off
+        # by up to 4), and moved to the input's device at each call (MPS has no float64 buffers).
+        self.input_mean = torch.tensor(input_mean, dtype=torch.float64)
+        self.input_std = torch.tensor(input_std, dtype=torch.float64)
         self.target_mean = target_mean
         self.target_scale = target_scale
         self.task = task
@@ -134,7 +134,11 @@ class OriginalUnits(nn.Module):
         self.hyperparams = hyperparams
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored."""
+        """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored.
+
+        The answer has ``x``'s precision: give float64 (NumPy's default) for data whose level is
+        large against its changes (a meter reading of 1e8 that moves by 20), float32 otherwise.
+        """
         channels = self.input_mean.numel()
         if x.ndim != 3 or x.shape[-1] != channels:
             # a (batch, time, 1) input would broadcast over every channel and answer wrongly
@@ -144,7 +148,10 @@ class OriginalUnits(nn.Module):
             )
         if lengths is not None:
             lengths = _checked_lengths(lengths, batch=x.shape[0], steps=x.shape[1])
-        out: torch.Tensor = self.net((x - self.input_mean) / self.input_std, lengths)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        mean, std = (s.to(x.device, dtype) for s in (self.input_mean, self.input_std))
+        weights = next(self.net.parameters()).dtype
+        out = self.net(((x.to(dtype) - mean) / std).to(weights), lengths).to(dtype)
         return out * self.target_scale + self.target_mean
 
 

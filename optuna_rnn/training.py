@@ -285,6 +285,24 @@ def _network(model: nn.Module) -> nn.Module:
     return model.net if isinstance(model, OriginalUnits) else model
 
 
+def _check_output_size(model: nn.Module, split: Split, data: SequenceData) -> None:
+    """Refuse a model whose answer per sequence does not fit ``data``: a forecaster with 3 outputs
+    would train by broadcasting against the one target, and 10 logits for 2 classes would score."""
+    if len(split) == 0:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        out = model(split.X[:1], None if split.lengths is None else split.lengths[:1])
+    model.train(was_training)
+    if out.shape != (1, data.output_size):
+        wanted = f"{data.output_size} logits, one per class" if data.task == "classification" else "1 value"
+        raise ValueError(
+            f"the model answers {tuple(out.shape[1:])} per sequence where {data.name} needs {wanted}; "
+            f"build it with output_size={data.output_size}"
+        )
+
+
 def _fused_available(params: Sequence[torch.Tensor]) -> bool:
     """Fused optimisers run on CUDA, and on the CPU from torch 2.4 on."""
     if not params or not all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params):
@@ -323,7 +341,10 @@ class Trainer:
         self.device = resolve_device(device)
         self.seed = seed
         self.callbacks = list(callbacks)
-        self.eval_batch_size = eval_batch_size
+        whole = isinstance(eval_batch_size, int | np.integer) and not isinstance(eval_batch_size, bool)
+        if not whole or eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be a whole number >= 1, got {eval_batch_size!r}")
+        self.eval_batch_size = int(eval_batch_size)
         self.amp_dtype: torch.dtype | None = None
         if mixed_precision and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if _native_bf16(self.device) else torch.float16
@@ -351,6 +372,7 @@ class Trainer:
         model.to(self.device)
         train = _to_device(data.train, self.device)
         valid = _to_device(data.valid, self.device)
+        _check_output_size(model, train, data)
         generator = torch.Generator()
         if self.seed is None:
             generator.seed()  # from the OS, leaving torch's global generator to the caller
@@ -499,6 +521,7 @@ class Trainer:
         part = _to_device(getattr(data, split), self.device)
         model = _network(model)
         model.to(self.device)
+        _check_output_size(model, part, data)
         loss_fn: nn.Module = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
         _, metric_sum = self._evaluate(model, part, loss_fn, data.task)
         return _finish_metric(float(metric_sum.item()), len(part), data)

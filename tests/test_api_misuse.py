@@ -114,10 +114,22 @@ def test_a_series_refuses_options_that_are_not_whole_counts(options, message) ->
         ForecastSeries(name="s", values=np.arange(100.0), **options)
 
 
-def test_max_epochs_must_be_a_whole_number() -> None:
+def test_max_epochs_and_eval_batch_size_must_be_whole_numbers() -> None:
     with pytest.raises(ValueError, match="max_epochs must be a whole number >= 1, got 1.5"):
         Trainer(max_epochs=1.5)  # type: ignore[arg-type]
     assert Trainer(max_epochs=np.int64(3)).max_epochs == 3  # a count from numpy will do
+    with pytest.raises(ValueError, match="eval_batch_size must be a whole number >= 1, got 0"):
+        Trainer(eval_batch_size=0)  # evaluate used to fail with "range() arg 3 must not be zero"
+
+
+def test_a_model_whose_output_does_not_fit_the_data_is_refused(forecaster) -> None:
+    _, _, data = forecaster
+    # Three outputs against one target used to train by broadcasting and report a summed RMSE.
+    wide = build_model(HP, input_size=3, output_size=3, task="forecasting")
+    with pytest.raises(ValueError, match=r"answers \(3,\) per sequence where load needs 1 value"):
+        Trainer(max_epochs=1, device="cpu").fit(wide, data, HP)
+    with pytest.raises(ValueError, match="build it with output_size=1"):
+        Trainer(device="cpu").evaluate(wide, data)
 
 
 def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: Path) -> None:

@@ -108,3 +108,35 @@ def test_padding_never_changes_the_output(cell: str, bidirectional: bool) -> Non
     padded[2, :2] = torch.randn(2, 3)
     batch = model(padded, torch.tensor([11, 5, 2]))
     assert torch.allclose(batch[1], alone[0], atol=1e-5)
+
+
+def test_a_loaded_forecaster_answers_with_the_precision_of_its_input(tmp_path) -> None:
+    import numpy as np
+
+    from optuna_rnn import Trainer, load_model_file
+    from optuna_rnn.artifacts import model_payload
+    from optuna_rnn.data import ForecastSeries
+
+    # A meter reading near 1e8 that moves by about 20: float32 steps by 8 there.
+    rng = np.random.default_rng(0)
+    level = 1e8 + 20 * np.sin(np.arange(200) / 4) + rng.normal(size=200)
+    series = ForecastSeries(name="meter", values=level[:, None])
+    hp = Hyperparams(cell="gru", hidden_size=4, window=6, batch_size=32)
+    samples = series.windowed(hp.window)
+    torch.manual_seed(0)
+    net = build_model(hp, input_size=1, output_size=1, task="forecasting")
+    trainer = Trainer(max_epochs=2, seed=0, device="cpu")
+    trainer.fit(net, samples, hp)
+    stats = {"input_mean": list(samples.input_mean), "input_std": list(samples.input_std)}
+    stats |= {"target_mean": samples.target_mean, "target_scale": samples.target_scale}
+    payload = model_payload(net, hp, input_size=1, output_size=1, task="forecasting", **stats)
+    torch.save(payload, tmp_path / "meter.pt")
+    model = load_model_file(tmp_path / "meter.pt")
+    rows = series.target_times(hp.window)["test"]
+    windows = torch.from_numpy(np.stack([level[t - hp.window : t] for t in rows])[:, :, None])
+    with torch.inference_mode():
+        forecast = model(windows)  # float64, as NumPy gives it: used to be a dtype error
+    assert forecast.dtype == torch.float64
+    rmse = float(np.sqrt(np.mean((forecast[:, 0].numpy() - level[rows]) ** 2)))
+    assert rmse == pytest.approx(trainer.evaluate(net, samples, "test"), rel=1e-5)
+    assert model(windows.float()).dtype == torch.float32  # float32 in, float32 out, as before

@@ -202,6 +202,19 @@ def test_npz_string_labels_are_mapped_and_recorded(tmp_path: Path) -> None:
         assert np.bincount(split.y.numpy(), minlength=3).min() >= 4  # stratified
         padding = torch.arange(split.X.shape[1])[None, :] >= split.lengths[:, None]
         assert torch.isfinite(split.X).all() and (split.X[padding] == 0).all()  # NaN padding dropped
+    # Byte strings (h5py, older NumPy files) are text too: they used to be refused by dtype.
+    arrays = sequences(90)
+    np.savez(path, **{**arrays, "y": np.char.encode(arrays["y"], "utf-8")})
+    assert read_npz(path).classes == ("high", "low", "mid")
+    np.savez(path, **{**arrays, "y": np.array([b"\xff"] * 90)})
+    with pytest.raises(UsageError, match="seqs.npz: y holds byte strings that are not UTF-8 text"):
+        read_npz(path)
+
+
+def test_classes_of_one_sequence_each_are_refused_saying_so() -> None:
+    X = np.zeros((40, 3, 1))
+    with pytest.raises(UsageError, match="ids: every class has a single sequence, so none can be held out"):
+        SequenceData.from_arrays(X, np.arange(40), name="ids")
 
 
 @pytest.mark.parametrize("seed", range(5))
