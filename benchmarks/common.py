@@ -77,11 +77,11 @@ def median_time(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> f
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A markdown table; floats get 3 significant digits."""
+    """A markdown table; floats get 3 significant digits, and whole units from 1000 up (not 1e+03)."""
 
     def fmt(v: object) -> str:
         if isinstance(v, float):
-            return f"{v:.3g}"
+            return f"{v:.0f}" if 999.5 <= abs(v) < 1e15 else f"{v:.3g}"
         return str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -3,6 +3,9 @@
 It is what a user writes without optuna-rnn: an LSTM classifier, a ``DataLoader`` over a
 ``TensorDataset`` (batch 32), ``trial.report`` + ``should_prune`` every epoch, TPE with the
 median pruner, in-memory storage. It trains on the same train/valid split as the package.
+Its space is the example's adapted to an LSTM: the same optimisers, learning rate 1e-4 to 1e-1
+(the example: 1e-5 to 1e-1), dropout 0-0.5 (0.2-0.5), 1-2 recurrent layers (1-3 linear ones)
+and batch 32 (128).
 """
 
 from __future__ import annotations

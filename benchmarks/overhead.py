@@ -262,7 +262,7 @@ def run(*, quick: bool = False) -> Section:
                 "trials s",
                 "bare training s",
                 "overhead ms / trial",
-                "ms / trial in each repeat",
+                "ms / trial in each repeat (sorted)",
                 "overhead share of trial time",
                 "share outside epochs",
                 "Optuna alone ms / trial",

@@ -23,8 +23,9 @@ from benchmarks.search_quality import epochs_to_reach, gain
 from optuna_rnn.study import make_pruner
 
 CANDIDATES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median, 5 start-up, warm-up 3": PRUNERS["median, 5 start-up, warm-up 3"],  # the previous default
-    "median, 2 start-up, warm-up 1": lambda e: make_pruner("median", max_epochs=e),  # the default
+    # the previous default
+    "median, 5 start-up, n_warmup_steps=3": PRUNERS["median, 5 start-up, n_warmup_steps=3"],
+    "median, 2 start-up, n_warmup_steps=1": lambda e: make_pruner("median", max_epochs=e),  # the default
     "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
     "successive halving": lambda e: make_pruner("successive-halving", max_epochs=e),
 }

@@ -20,13 +20,13 @@ from benchmarks.common import Section, benchmark_datasets, in_processes, machine
 from optuna_rnn.study import make_pruner
 
 # Built for trials of at most ``max_epochs`` epochs: Optuna's usual median (5 start-up trials,
-# here with a 3-epoch warm-up), the package's default median, and the package's Hyperband.
+# here judged from epoch 3), the package's default median, and the package's Hyperband.
 # The other candidates for the default are compared in pruner_choice.
 PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "median, 5 start-up, warm-up 3": lambda e: optuna.pruners.MedianPruner(
+    "median, 5 start-up, n_warmup_steps=3": lambda e: optuna.pruners.MedianPruner(
         n_startup_trials=5, n_warmup_steps=min(3, e - 1)
     ),
-    "median, 2 start-up, warm-up 1 (default)": lambda e: make_pruner("median", max_epochs=e),
+    "median, 2 start-up, n_warmup_steps=1 (default)": lambda e: make_pruner("median", max_epochs=e),
     "hyperband": lambda e: make_pruner("hyperband", max_epochs=e),
 }
 

@@ -344,8 +344,8 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
     The median pruner (the default) judges a trial from its first epoch on, once 2 trials have
     completed. Under an equal epoch budget, on one machine and the same seeds, TPE with it found
     random search's best with 36-39% of the budget on all four benchmark datasets, where Optuna's
-    usual 5 start-up trials and a 3-epoch warm-up needed 50-58% and ended with worse validation
-    forecasts (``benchmarks/RESULTS.md``, "Choosing the default pruner").
+    usual 5 start-up trials with ``n_warmup_steps=3`` (judged from epoch 3) needed 50-58% and ended
+    with worse validation forecasts (``benchmarks/RESULTS.md``, "Choosing the default pruner").
     """
     warmup = min(3, max(0, max_epochs - 1))
     if name == "median":

@@ -320,7 +320,7 @@ class Trainer:
     ``auto``, ``cpu`` or ``cuda``; ``mixed_precision`` uses autocast on CUDA
     (bfloat16 where the GPU has it natively, else float16) with gradient scaling for
     training; validation and test always run in full precision. It is off by default:
-    on an H200 it made every recurrent net of the GPU benchmark (hidden 32 to 256) 1.29-1.65x
+    on an H200 it made every recurrent net of the GPU benchmark (hidden 32 to 256) 1.30-1.57x
     slower per epoch, since such small steps are bound by kernel launches, which autocast's
     casts multiply; turn it on for nets large enough to be bound by arithmetic.
     """
