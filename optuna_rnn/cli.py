@@ -440,6 +440,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     from optuna_rnn.study import open_session
     from optuna_rnn.training import metric_for
 
+    if args.export and os.path.isdir(args.export):
+        raise UsageError(f"--export {args.export}: is a folder; give a file name, such as best.pt inside it")
     session = open_session(args.study, storage=args.storage, read_only=True)
     best = session.best_trial()
     if best is None:
@@ -585,8 +587,9 @@ def _run_command(args: argparse.Namespace) -> int:
             print("\noptuna-rnn: interrupted", file=sys.stderr)
             return 130
         if not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
+            closed = "trials were" if (getattr(args, "workers", None) or 1) > 1 else "trial was"
             print(
-                "\noptuna-rnn: interrupted; the running trial was closed as FAIL. "
+                f"\noptuna-rnn: interrupted; the running {closed} closed as FAIL. "
                 "Run the same command again to resume.",
                 file=sys.stderr,
             )

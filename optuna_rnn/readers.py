@@ -77,6 +77,11 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
     except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
     frame = _named_columns(path, frame)
+    if frame.shape[1] == 1 and (separator := next((s for s in ";\t|" if s in frame.columns[0]), None)):
+        raise UsageError(
+            f"{path}: the header is one column, {frame.columns[0]!r}: the file looks separated by "
+            f"{separator!r}; write it comma-separated"
+        )
     if frame.empty:
         raise UsageError(f"{path}: no data rows below the header")
     time_cols = [c for c in frame.columns if c.lower() in TIME_COLUMNS]

@@ -419,6 +419,7 @@ class SearchSpace:
           never count itself done;
         - a parameter changed from its default that no cell or optimiser of this space uses:
           fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, changes nothing.
+          (A ``window`` is not refused for classification: one space file may serve both tasks.)
         """
         for name in self.param_names():
             spec = getattr(self, name)
@@ -459,9 +460,11 @@ def _unknown_message(name: str) -> str:
 
 def _spec_from_value(name: str, value: Any) -> Spec:
     if isinstance(value, Mapping):
-        extra = set(value) - {"low", "high", "log", "step"}
-        if extra or not {"low", "high"} <= set(value):
-            raise UsageError(f"{name}: a range needs 'low' and 'high' (and optionally 'log')")
+        extra = sorted(set(value) - {"low", "high", "log", "step"})
+        if extra:
+            raise UsageError(f"{name}: unknown key {extra[0]!r} in a range; it takes low, high, log, step")
+        if not {"low", "high"} <= set(value):
+            raise UsageError(f"{name}: a range needs 'low' and 'high' (and optionally 'log' or 'step')")
         log = value.get("log", False)
         if not isinstance(log, bool):
             raise UsageError(f"{name}: 'log' must be true or false, got {log!r}")
@@ -498,8 +501,15 @@ def _check_value(name: str, value: Any) -> None:
     if name in _CATEGORICAL_VALUES:
         allowed = _CATEGORICAL_VALUES[name]
         if value not in allowed or type(value) is not type(allowed[0]):
+            if isinstance(allowed[0], bool):  # TOML's spelling; Python's True/False reads the same
+                raise UsageError(f"{name}: {value!r} is neither true nor false")
             raise UsageError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
         return
+    if isinstance(value, list | tuple | dict):  # a TOML file's spellings, given to the Python API
+        raise UsageError(
+            f"{name}: expected a number, got {value!r}; in Python give Choice([...]), "
+            "IntRange(low, high) or FloatRange(low, high)"
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{name}: expected a number, got {value!r}")
     if name in _INT_PARAMS and not float(value).is_integer():

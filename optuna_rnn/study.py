@@ -11,6 +11,7 @@ message.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import os
@@ -192,7 +193,8 @@ def open_storage(
 
             return JournalStorage(JournalFileBackend(url))
         if "://" not in url:
-            hint = f"; for a SQLite file write sqlite:///{url}" if url.endswith(SQLITE_SUFFIXES) else ""
+            file_name = url.split(":", 1)[1].lstrip("/") if url.lower().startswith("sqlite:") else url
+            hint = f"; for a SQLite file write sqlite:///{file_name}" if url.endswith(SQLITE_SUFFIXES) else ""
             raise UsageError(
                 f"storage {masked!r} is neither a database URL nor a journal file (.log, .journal or .jsonl)"
                 + hint
@@ -583,7 +585,9 @@ def no_study(backend: BaseStorage, study_name: str, url: str) -> UsageError:
         )
     shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     there = f"studies there: {shown}" if names else "it holds no studies yet"
-    return UsageError(f"no study named {study_name!r} in {mask_url(url)} ({there})")
+    close = difflib.get_close_matches(study_name, names, n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return UsageError(f"no study named {study_name!r} in {mask_url(url)} ({guess}{there})")
 
 
 def open_session(

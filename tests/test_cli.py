@@ -454,7 +454,8 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
         ),
         (
             ("run", "--study", "digit"),
-            "no study named 'digit' in sqlite:///optuna-rnn.db (studies there: digits)",
+            "no study named 'digit' in sqlite:///optuna-rnn.db "
+            "(did you mean 'digits'? studies there: digits)",
         ),
         (("run", "--dataset", "digits", "--n-trials", "0"), "--n-trials must be >= 1"),
         (("run", "--dataset", "digits", "--study", "new", "--seed", "-1"), "--seed (seed) must be in [0, 42"),
@@ -469,6 +470,14 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
         (
             ("run", "--dataset", "digits", "--storage", "study.db"),
             "for a SQLite file write sqlite:///study.db",
+        ),
+        (
+            ("run", "--dataset", "digits", "--storage", "sqlite:/study.db"),  # a slash short
+            "for a SQLite file write sqlite:///study.db",
+        ),
+        (
+            ("best", "--study", "digits", "--export", str(tmp_path)),  # torch's message named its C++ source
+            f"--export {tmp_path}: is a folder; give a file name",
         ),
         (
             ("run", "--dataset", "digits", "--storage", "sqlite:///runs/study.db"),
@@ -492,7 +501,9 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
     assert snapshot(load(tmp_path, "digits")) == before
     # Refused before a storage is opened: no stray database is left for the dashboard to list.
     (tmp_path / "words.csv").write_text("x,y\n" + "a,b\n" * 30)
+    (tmp_path / "semi.csv").write_text("date;x;y\n" + "".join(f"2020-01-{d:02d};1;2\n" for d in range(1, 31)))
     refused = {
+        ("--data", "semi.csv"): "the header is one column, 'date;x;y': the file looks separated by ';'",
         ("--dataset", "digits", "--max-epochs", "0"): "--max-epochs (max_epochs) must be >= 1",
         ("--data", "typo.csv"): "not found",
         ("--data", "words.csv"): "column 'x' is not numeric",

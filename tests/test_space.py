@@ -79,6 +79,7 @@ def test_hyperparams_roundtrip_from_trial_params() -> None:
         ({"optimizer": Choice([])}, "optimizer: a choice needs at least one option"),
         ({"num_layers": FloatRange(1, 2)}, "num_layers"),
         ({"hidden_size": IntRange(16, 64, log=True, step=2)}, "hidden_size: a log range cannot have a step"),
+        ({"lr": [1e-3, 1e-2]}, r"lr: expected a number, got \[0.001, 0.01\]; in Python give Choice"),
     ],
 )
 def test_impossible_spaces_are_clear_errors(changes: dict, message: str) -> None:
@@ -193,6 +194,8 @@ def test_a_study_made_before_the_new_study_checks_resumes_with_its_space_file(tm
         ("lr = {low = 0.001, high = 0.1, step = 0.01}", "lr: 'step' applies to integer ranges only"),
         ("hidden_size = {low = 16, high = 64, log = true, step = 2}", "hidden_size: a log range cannot"),
         ("batch_size = {low = 16, high = 64, step = 1.5}", "batch_size: 'step' must be a whole number"),
+        ("hidden_size = {low = 32, high = 64, lg = true}", "hidden_size: unknown key 'lg' in a range"),
+        ('bidirectional = "yes"', "bidirectional: 'yes' is neither true nor false"),
     ],
 )
 def test_range_tables_are_checked_not_coerced(tmp_path: Path, toml: str, message: str) -> None:

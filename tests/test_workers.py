@@ -350,7 +350,7 @@ def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials
     code, err = finish(parent, timeout=60)
     assert code == 0, err
     assert "interrupted" in err and "Traceback" not in err and "locked" not in err
-    assert err.count("interrupted; the running trial was closed") == 1, err  # the parent's, once
+    assert err.count("interrupted; the running trials were closed") == 1, err  # the parent's, once
     trials = trials_of(url, "digits")
     assert count(trials, TrialState.RUNNING) == 0
     failed = [t for t in trials if t.state == TrialState.FAIL]
