@@ -297,7 +297,7 @@ def recovery_settings() -> tuple[int | None, int | None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from optuna_rnn.study import mask_url, open_session, run_trials
+    from optuna_rnn.study import mask_url, open_session, run_trials, say_if_the_grid_ran_out
 
     check_n_trials(args.n_trials)
     check_device(args.device)
@@ -336,6 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress=not args.quiet,
         )
+        say_if_the_grid_ran_out(session, n_trials)  # the workers leave it to their parent
     else:
         set_threads(1)
         run_trials(

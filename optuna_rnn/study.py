@@ -51,7 +51,7 @@ from optuna_rnn.recovery import (
 )
 from optuna_rnn.space import Hyperparams, SearchSpace, Task
 from optuna_rnn.training import Trainer, metric_for
-from optuna_rnn.workers import SharedTotal, SurplusTrial, TrialGuard
+from optuna_rnn.workers import LOCAL_WORKER_ENV, SharedTotal, SurplusTrial, TrialGuard
 
 if TYPE_CHECKING:
     from optuna_rnn.dashboard import StudyDashboard
@@ -906,11 +906,18 @@ def run_trials(
     _wrap_up(session, dashboard)
     if interrupted or shutdown.stop_requested():
         raise KeyboardInterrupt
-    if session.grid_left() == 0 and not total.reached(session.study):  # the grid sampler stopped it
+    say_if_the_grid_ran_out(session, n_trials)
+
+
+def say_if_the_grid_ran_out(session: StudySession, n_trials: int) -> None:
+    """Note that a grid study stopped short of ``n_trials`` because every configuration has run."""
+    if session.grid_left() == 0 and not SharedTotal(n_trials).reached(session.study):
         _say_the_grid_ran_out(n_trials)
 
 
 def _say_the_grid_ran_out(n_trials: int) -> None:
+    if os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
+        return
     print(
         "optuna-rnn: note: every configuration of the grid has run; the study stops short of "
         f"--n-trials {n_trials}",

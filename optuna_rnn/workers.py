@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -47,6 +47,7 @@ LOCAL_WORKER_ENV = "OPTUNA_RNN_LOCAL_WORKER"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: The start of a surplus trial's ``stop_reason``: asked for after the total was reached, refused.
 SURPLUS = "surplus"
+GRID_DONE = "every configuration of the grid has run or is running"
 
 
 # --- the shared total -----------------------------------------------------------------
@@ -79,22 +80,45 @@ class SharedTotal:
         return len(counted) >= self.n_trials
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.reached(study):
+        if self.reached(study) or trial.user_attrs.get("stop_reason") == f"{SURPLUS}: {GRID_DONE}":
             study.stop()
 
     def admit(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Raise :class:`SurplusTrial` when the trials before ``trial`` already make the total."""
-        ahead = [
-            t
-            for t in study.get_trials(
-                deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-            )
-            if t.number < trial.number
-        ]
-        if len(ahead) >= self.n_trials:
-            message = f"{SURPLUS}: {self.n_trials} trials were already finished or running"
-            trial.set_user_attr("stop_reason", message)
-            raise SurplusTrial(message)
+        """Raise :class:`SurplusTrial` when the trials before ``trial`` already make the total.
+
+        In a grid study, also when ``trial`` repeats a grid point that another trial has run or is
+        running (Optuna's grid sampler draws one again once none is left); as a callback, this
+        then stops the worker. A grid point refused as surplus is queued again (a waiting trial
+        that holds it), since the grid sampler counts it as visited and would never draw it again.
+        """
+        trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+        point = next((_grid_point(t) for t in trials if t.number == trial.number), None)
+        others = [t for t in trials if t.number != trial.number]
+        taken = [t for t in others if point is not None and _grid_point(t) == point]
+        if any(t.state != TrialState.WAITING for t in taken):
+            self._refuse(trial, GRID_DONE)
+        if sum(t.number < trial.number for t in others) >= self.n_trials:
+            if point is not None and not taken:
+                attrs = dict(zip(GRID_ATTRS, point, strict=True))
+                study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=attrs))
+            self._refuse(trial, f"{self.n_trials} trials were already finished or running")
+
+    @staticmethod
+    def _refuse(trial: optuna.Trial, why: str) -> None:
+        message = f"{SURPLUS}: {why}"
+        trial.set_user_attr("stop_reason", message)
+        raise SurplusTrial(message)
+
+
+# Where Optuna's GridSampler keeps a trial's grid point; a retry copies them with the trial.
+GRID_ATTRS = ("grid_id", "search_space")
+
+
+def _grid_point(trial: FrozenTrial) -> tuple[Any, ...] | None:
+    """The grid point ``trial`` holds (its id and the grid), or ``None`` outside a grid study."""
+    if not all(key in trial.system_attrs for key in GRID_ATTRS):
+        return None
+    return tuple(trial.system_attrs[key] for key in GRID_ATTRS)
 
 
 def is_surplus(trial: FrozenTrial) -> bool:

@@ -190,3 +190,27 @@ def test_a_seeded_study_repeats_with_its_resumes_and_trial_n_trains_with_seed_pl
     assert [t.value for t in first] == [t.value for t in again]
     assert [t.user_attrs["seed"] for t in first] == [3 + n for n in range(8)]
     assert len({tuple(sorted(t.params.items())) for t in first}) == 8  # the resume did not replay draws
+
+
+def test_a_grid_point_refused_as_surplus_runs_later_and_none_runs_twice(tmp_path: Path) -> None:
+    from optuna_rnn.workers import SharedTotal, SurplusTrial
+
+    space = SPACE.replace(hidden_size=Choice([4, 8]), lr=Choice([1e-3, 1e-2]))  # 4 configurations
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    study = session.study
+    run_trials(session, n_trials=2, device="cpu", progress=False)
+    late = study.ask()  # another worker raced past the total of 2: it holds grid point 2
+    with pytest.raises(SurplusTrial, match="surplus: 2 trials were already finished or running"):
+        SharedTotal(2).admit(study, late)
+    study.tell(late, state=TrialState.FAIL)
+    # The grid sampler counts a failed trial's point as visited: it used never to run.
+    run_trials(session, n_trials=4, device="cpu", progress=False)
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 4 and len({tuple(sorted(t.params.items())) for t in finished}) == 4
+    assert session.grid_left() == 0
+    # Once every point has run, a worker asking again is drawn a repeat: refused, and it stops.
+    repeat = study.ask()  # Optuna logs that it is "re-evaluating a configuration"
+    with pytest.raises(SurplusTrial, match="every configuration of the grid has run or is running"):
+        SharedTotal(10).admit(study, repeat)

@@ -418,6 +418,25 @@ def test_more_workers_than_trials_left_start_only_as_many_as_needed(run_cli, tmp
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # no surplus trials closed as FAIL
 
 
+def test_two_local_workers_on_a_grid_run_each_configuration_once_and_say_so_once(run_cli, tmp_path) -> None:
+    space = tmp_path / "grid.toml"  # everything fixed but the cell: 2 configurations
+    space.write_text(
+        'cell = ["gru", "rnn"]\nhidden_size = 4\nnum_layers = 1\nbatch_size = 256\nbidirectional = false\n'
+        'dropout = 0.0\ninput_init = "xavier_uniform"\nrecurrent_init = "orthogonal"\noptimizer = "adam"\n'
+        'lr = 0.01\nweight_decay = 1e-6\nbeta1 = 0.9\nbeta2 = 0.999\ngrad_clip = "none"\n'
+    )
+    out = run_cli(
+        "run", "--dataset", "digits", "--n-trials", "6", "--workers", "2", "--space", str(space),
+        "--sampler", "grid", "--max-epochs", "1", "-q",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trials = trials_of(f"sqlite:///{tmp_path / 'optuna-rnn.db'}", "digits")
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # a worker asking after the grid was spent used to run a configuration again
+    assert sorted(t.params["cell"] for t in finished) == ["gru", "rnn"]
+    assert out.stderr.count("every configuration of the grid has run") == 1, out.stderr  # not once per worker
+
+
 _ASK = """
 import sys, optuna
 from optuna_rnn.study import open_storage
