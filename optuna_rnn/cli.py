@@ -17,6 +17,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -572,8 +573,24 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
         optuna.logging.set_verbosity(verbosity)
 
 
+def _quiet_storage_failures_in_threads() -> None:
+    """Leave a lost storage to the main thread's one-line error: Optuna's heartbeat thread would
+    print its own traceback first."""
+    from optuna_rnn.errors import storage_failure
+
+    default = threading.__excepthook__  # the interpreter's own, so that hooks never stack up
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or storage_failure(args.exc_value) is None:
+            default(args)
+
+    if threading.excepthook is default:  # leave a hook of the caller's (a test runner's) alone
+        threading.excepthook = hook
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; errors become a message on stderr and an exit code."""
+    _quiet_storage_failures_in_threads()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit
@@ -601,10 +618,26 @@ def _run_command(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader went away (`optuna-rnn datasets | head -1`): say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except Exception:
-        from optuna_rnn.study import mask_secrets, storage_url
+    except Exception as exc:
+        from optuna_rnn.errors import storage_failure
+        from optuna_rnn.study import mask_secrets, mask_url, storage_url
+        from optuna_rnn.workers import LOCAL_WORKER_ENV
 
         url = storage_url(getattr(args, "storage", None))
+        lost = storage_failure(exc)
+        if lost is not None and os.environ.get(LOCAL_WORKER_ENV):
+            return 1  # `run --workers N` meets the same storage and says it once for all
+        if lost is not None:  # not a bug to show a traceback for: the database went away
+            reason = (str(lost).strip().splitlines() or [type(lost).__name__])[0]
+            print(
+                mask_secrets(
+                    f"optuna-rnn: error: the storage {mask_url(url)} failed ({reason}); once it is back, "
+                    "run the command again: a trial it could not close resumes from its checkpoint",
+                    url,
+                ),
+                file=sys.stderr,
+            )
+            return 1
         print(mask_secrets(traceback.format_exc(), url), file=sys.stderr, end="")
         return 1
 

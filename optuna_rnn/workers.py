@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from optuna_rnn import shutdown
+from optuna_rnn.errors import storage_failure
 from optuna_rnn.liveness import is_gone, this_process
 from optuna_rnn.recovery import HEARTBEAT_ATTR, WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
 
@@ -389,7 +390,13 @@ def _watch(
                 shutdown.check()
                 if progress and time.monotonic() - polled >= 1.0:
                     polled = time.monotonic()
-                    if (done := min(session.finished(), n_trials)) != bar.n:
+                    try:
+                        done = min(session.finished(), n_trials)
+                    except Exception as exc:  # the bar waits; the workers meet the storage's failure
+                        if storage_failure(exc) is None:
+                            raise
+                        continue
+                    if done != bar.n:
                         bar.update(done - bar.n)
     finally:
         bar.close()

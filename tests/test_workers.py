@@ -11,8 +11,10 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -138,7 +140,10 @@ def running_with_checkpoint(
     """Wait until a running trial has a checkpoint of at least ``min_epoch`` epochs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for trial in trials_of(url, name):
+        trials: list[FrozenTrial] = []
+        with contextlib.suppress(KeyError):  # the run has yet to create the study
+            trials = trials_of(url, name)
+        for trial in trials:
             key = trial.user_attrs.get(CHECKPOINT_ATTR)
             if trial.state != TrialState.RUNNING or key is None:
                 continue
@@ -435,6 +440,75 @@ def test_two_local_workers_on_a_grid_run_each_configuration_once_and_say_so_once
     # a worker asking after the grid was spent used to run a configuration again
     assert sorted(t.params["cell"] for t in finished) == ["gru", "rnn"]
     assert out.stderr.count("every configuration of the grid has run") == 1, out.stderr  # not once per worker
+
+
+class CuttableProxy:
+    """A TCP relay to a local server's ``port`` that can be cut, as when the database goes away."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # cut
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        for sock in (self.server, *self.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_a_database_lost_mid_trial_is_one_line_and_the_next_run_resumes_the_trial(
+    tmp_path, slow_space, new_study
+) -> None:
+    require_service("MySQL", mysql_up)
+    proxy = CuttableProxy(3306)
+    through_proxy = MYSQL.replace(":3306/", f":{proxy.port}/")
+    name = new_study(MYSQL)
+    run = start(
+        tmp_path, "run", "--dataset", "digits", "--study", name, "--storage", through_proxy,
+        "--n-trials", "1", "--space", str(slow_space), "--max-epochs", "200", "--patience", "200",
+        "--pruner", "none", "-q",
+    )  # fmt: skip
+    try:
+        directory = checkpoints_dir(tmp_path / "optuna-rnn-artifacts", name)
+        trial, path = running_with_checkpoint(MYSQL, name, directory, min_epoch=2)
+    finally:
+        proxy.cut()
+    code, err = finish(run)
+    # It used to end in hundreds of lines of tracebacks, the last an UnboundLocalError inside Optuna.
+    assert code == 1 and "Traceback" not in err, err
+    assert err.startswith(f"optuna-rnn: error: the storage {through_proxy} failed (")
+    assert err.strip().endswith(
+        "once it is back, run the command again: a trial it could not close resumes from its checkpoint"
+    )
+    assert [t.state for t in trials_of(MYSQL, name)] == [TrialState.RUNNING]
+    assert path.is_file()  # the checkpoint used to be deleted: the retry began again from epoch 0
+    resumed = start(
+        tmp_path, "run", "--study", name, "--storage", MYSQL, "--n-trials", "1", "--max-epochs", "200"
+    )
+    code, err = finish(resumed)
+    assert code == 0, err
+    retry = trials_of(MYSQL, name)[-1]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 2
 
 
 _ASK = """
