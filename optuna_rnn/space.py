@@ -417,12 +417,20 @@ class SearchSpace:
 
         - an option listed twice (``[32, 32.0]``): a grid would run its configurations twice and
           never count itself done;
+        - an integer range whose ``step`` does not reach ``high`` (32 to 100 by 32): Optuna would
+          quietly stop at 96;
         - a parameter changed from its default that no cell or optimiser of this space uses:
           fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, changes nothing.
           (A ``window`` is not refused for classification: one space file may serve both tasks.)
         """
         for name in self.param_names():
             spec = getattr(self, name)
+            if isinstance(spec, IntRange) and (spec.high - spec.low) % spec.step:
+                top = spec.high - (spec.high - spec.low) % spec.step
+                raise UsageError(
+                    f"--space: {name}: steps of {spec.step} from {spec.low} never reach {spec.high}; "
+                    f"write high = {top} (the last value Optuna would draw)"
+                )
             options = spec.options if isinstance(spec, Choice) else ()
             for i, option in enumerate(options):
                 if option in options[:i]:  # 32 == 32.0 too

@@ -158,9 +158,15 @@ def test_a_new_study_refuses_a_parameter_no_optimiser_or_cell_uses(tmp_path: Pat
     [
         ("batch_size = [32, 32.0]\n", "batch_size: 32 is listed twice; list each option once"),
         ('cell = ["lstm", "gru", "lstm"]\n', "cell: 'lstm' is listed twice"),
+        (  # Optuna used to warn, in its own words, and stop at 96
+            "batch_size = {low = 32, high = 100, step = 32}\n",
+            r"batch_size: steps of 32 from 32 never reach 100; write high = 96",
+        ),
     ],
 )
-def test_a_new_study_refuses_an_option_listed_twice(tmp_path: Path, toml: str, message: str) -> None:
+def test_a_new_study_refuses_an_option_listed_twice_or_a_step_short_of_high(
+    tmp_path: Path, toml: str, message: str
+) -> None:
     # A grid used to run such a configuration twice, and one more time at every later run.
     path = tmp_path / "twice.toml"
     path.write_text(toml)
