@@ -621,12 +621,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         from optuna_rnn.errors import storage_failure
         from optuna_rnn.study import mask_secrets, mask_url, storage_url
-        from optuna_rnn.workers import LOCAL_WORKER_ENV
 
         url = storage_url(getattr(args, "storage", None))
         lost = storage_failure(exc)
-        if lost is not None and os.environ.get(LOCAL_WORKER_ENV):
-            return 1  # `run --workers N` meets the same storage and says it once for all
         if lost is not None:  # not a bug to show a traceback for: the database went away
             reason = (str(lost).strip().splitlines() or [type(lost).__name__])[0]
             print(

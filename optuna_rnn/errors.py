@@ -24,29 +24,42 @@ class MissingModelError(LookupError):
     """
 
 
-# Where the storages' drivers keep their errors: connection lost, server gone, write refused.
-_STORAGE_ERROR_MODULES = ("sqlalchemy.exc", "redis.exceptions", "pymysql.err", "psycopg2", "psycopg")
+# The drivers' errors for a storage that cannot be reached or answer: a lost connection, a
+# server gone, a timeout, a locked SQLite file. Errors about the data (too long, a duplicate key)
+# are not among them: they come from a bug or from the input, and a retry would meet them again.
+_DRIVER_MODULES = ("sqlalchemy.exc", "redis.exceptions", "pymysql.err", "psycopg2", "psycopg")
+_UNREACHABLE = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError", "TimeoutError")
 
 
 def storage_failure(exc: BaseException) -> BaseException | None:
-    """The storage's own error behind ``exc``, or ``None`` when the training (or anything else) failed.
+    """The error behind ``exc`` that says the storage could not be reached, or ``None``.
 
     A trial whose storage went away cannot be closed: it stays RUNNING for the next run to
     resume, so its checkpoint must be kept, and the command says so in one line. Optuna may
     raise something else while handling the storage's error (its own cleanup reads a state
-    it never got), and wraps a driver's error in a generic one, so the whole chain is searched
-    and the driver's error, which says what happened, is preferred.
+    it never got) and wraps a driver's error in a generic one, so the whole chain is searched
+    for a driver's connection error, or an ``OSError`` from Optuna's storage code (a journal
+    file whose disk or share went away).
     """
-    import optuna
-
-    found: BaseException | None = None
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if type(current).__module__.startswith(_STORAGE_ERROR_MODULES):
+        kind = type(current)
+        if kind.__module__.startswith(_DRIVER_MODULES) and any(
+            base.__name__ in _UNREACHABLE for base in kind.__mro__
+        ):
             return current
-        if isinstance(current, optuna.exceptions.StorageInternalError):
-            found = current
+        if isinstance(current, OSError) and _raised_in_optuna_storage(current):
+            return current
         current = current.__cause__ or current.__context__
-    return found
+    return None
+
+
+def _raised_in_optuna_storage(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("optuna.storages"):
+            return True
+        tb = tb.tb_next
+    return False

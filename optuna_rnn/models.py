@@ -123,10 +123,11 @@ class OriginalUnits(nn.Module):
     ) -> None:
         super().__init__()
         self.net = net
-        # Float64 on the CPU, as the trainer standardised with them (a float32 mean of 1e8 is off
-        # by up to 4), and moved to the input's device at each call (MPS has no float64 buffers).
-        self.input_mean = torch.tensor(input_mean, dtype=torch.float64)
-        self.input_std = torch.tensor(input_std, dtype=torch.float64)
+        # Float64, as the trainer standardised with them: a float32 mean of 1e8 is off by up to 4.
+        self.input_mean: torch.Tensor
+        self.input_std: torch.Tensor
+        self.register_buffer("input_mean", torch.tensor(input_mean, dtype=torch.float64))
+        self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float64))
         self.target_mean = target_mean
         self.target_scale = target_scale
         self.task = task
@@ -149,10 +150,11 @@ class OriginalUnits(nn.Module):
         if lengths is not None:
             lengths = _checked_lengths(lengths, batch=x.shape[0], steps=x.shape[1])
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        mean, std = (s.to(x.device, dtype) for s in (self.input_mean, self.input_std))
+        mean, std = self.input_mean.to(dtype), self.input_std.to(dtype)
         weights = next(self.net.parameters()).dtype
         out = self.net(((x.to(dtype) - mean) / std).to(weights), lengths).to(dtype)
-        return out * self.target_scale + self.target_mean
+        answer: torch.Tensor = out * self.target_scale + self.target_mean
+        return answer.to(x.dtype) if x.is_floating_point() else answer
 
 
 def _checked_lengths(lengths: Any, *, batch: int, steps: int) -> torch.Tensor:

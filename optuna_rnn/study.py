@@ -193,7 +193,9 @@ def open_storage(
 
             return JournalStorage(JournalFileBackend(url))
         if "://" not in url:
-            file_name = url.split(":", 1)[1].lstrip("/") if url.lower().startswith("sqlite:") else url
+            file_name = url.split(":", 1)[1] if url.lower().startswith("sqlite:") else url
+            if Path(file_name).parent == Path("/"):  # sqlite:/x.db: a slash short of a relative path
+                file_name = file_name.lstrip("/")
             hint = f"; for a SQLite file write sqlite:///{file_name}" if url.endswith(SQLITE_SUFFIXES) else ""
             raise UsageError(
                 f"storage {masked!r} is neither a database URL nor a journal file (.log, .journal or .jsonl)"

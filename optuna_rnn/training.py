@@ -292,7 +292,7 @@ def _check_output_size(model: nn.Module, split: Split, data: SequenceData) -> No
         return
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: a lazy layer made here must train afterwards
         out = model(split.X[:1], None if split.lengths is None else split.lengths[:1])
     model.train(was_training)
     if out.shape != (1, data.output_size):

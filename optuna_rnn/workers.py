@@ -96,7 +96,8 @@ class SharedTotal:
         point = next((_grid_point(t) for t in trials if t.number == trial.number), None)
         others = [t for t in trials if t.number != trial.number]
         taken = [t for t in others if point is not None and _grid_point(t) == point]
-        if any(t.state != TrialState.WAITING for t in taken):
+        earlier = [t for t in taken if t.state == TrialState.RUNNING and t.number < trial.number]
+        if earlier or any(t.state in FINISHED for t in taken):  # of two drawn at once, the earlier keeps it
             self._refuse(trial, GRID_DONE)
         if sum(t.number < trial.number for t in others) >= self.n_trials:
             if point is not None and not taken:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,23 @@ def test_a_model_whose_output_does_not_fit_the_data_is_refused(forecaster) -> No
         Trainer(max_epochs=1, device="cpu").fit(wide, data, HP)
     with pytest.raises(ValueError, match="build it with output_size=1"):
         Trainer(device="cpu").evaluate(wide, data)
+
+
+def test_a_model_of_your_own_with_a_lazy_layer_trains(forecaster) -> None:
+    _, _, data = forecaster
+
+    class LazyHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+            self.head = torch.nn.LazyLinear(1)  # sized by the first forward pass
+
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+            return self.head(self.rnn(x)[1][-1])
+
+    # The output-size check's forward pass, under inference mode, made weights autograd refused.
+    result = Trainer(max_epochs=1, device="cpu", seed=0).fit(LazyHead(), data, HP)
+    assert math.isfinite(result.best_value)
 
 
 def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: Path) -> None:

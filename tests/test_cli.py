@@ -476,6 +476,10 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
             "for a SQLite file write sqlite:///study.db",
         ),
         (
+            ("run", "--dataset", "digits", "--storage", f"sqlite:{tmp_path}/study.db"),  # absolute
+            f"for a SQLite file write sqlite:///{tmp_path}/study.db",
+        ),
+        (
             ("best", "--study", "digits", "--export", str(tmp_path)),  # torch's message named its C++ source
             f"--export {tmp_path}: is a folder; give a file name",
         ),

@@ -140,3 +140,11 @@ def test_a_loaded_forecaster_answers_with_the_precision_of_its_input(tmp_path) -
     rmse = float(np.sqrt(np.mean((forecast[:, 0].numpy() - level[rows]) ** 2)))
     assert rmse == pytest.approx(trainer.evaluate(net, samples, "test"), rel=1e-5)
     assert model(windows.float()).dtype == torch.float32  # float32 in, float32 out, as before
+    # The statistics stay in the state dict; one saved with float32 statistics still loads.
+    state = {
+        **model.state_dict(),
+        "input_mean": model.input_mean.float(),
+        "input_std": model.input_std.float(),
+    }
+    model.load_state_dict(state)
+    assert model.input_mean.dtype == torch.float64 and model.input_mean.item() == pytest.approx(1e8, abs=20)

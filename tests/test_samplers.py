@@ -214,3 +214,21 @@ def test_a_grid_point_refused_as_surplus_runs_later_and_none_runs_twice(tmp_path
     repeat = study.ask()  # Optuna logs that it is "re-evaluating a configuration"
     with pytest.raises(SurplusTrial, match="every configuration of the grid has run or is running"):
         SharedTotal(10).admit(study, repeat)
+
+
+def test_two_workers_drawn_one_grid_point_at_once_leave_it_to_the_earlier_trial(tmp_path: Path) -> None:
+    from optuna_rnn.workers import SharedTotal, SurplusTrial
+
+    space = SPACE.replace(hidden_size=Choice([4, 8]), lr=1e-2)  # 2 configurations
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    study = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True).study
+    first, second, third = (study.ask() for _ in range(3))  # three workers ask before any starts
+    holders = [t for t in (first, second) if study.trials[t.number].system_attrs["grid_id"]
+               == study.trials[third.number].system_attrs["grid_id"]]  # fmt: skip
+    total = SharedTotal(10)
+    with pytest.raises(SurplusTrial, match="every configuration of the grid"):
+        total.admit(study, third)
+    for trial in (first, second):  # each used to refuse itself for the other: the point never ran
+        total.admit(study, trial)
+    assert len(holders) == 1

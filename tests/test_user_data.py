@@ -120,6 +120,8 @@ def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: 
         UsageError, match=r"reads both as month/day and as day/month \(line 2: '01/01/2024'\)"
     ):
         read_csv(_times_csv(tmp_path / "ambiguous.csv", days))
+    with pytest.raises(UsageError, match="reads both as month/day and as day/month"):  # time of day first
+        read_csv(_times_csv(tmp_path / "clock.csv", [f"13:00 {d}" for d in days]))
     mixed = [str(i) for i in range(40)]
     mixed[5] = "2020-01-01"  # the odd one out is named, not the first number
     with pytest.raises(UsageError, match=r"mixes numbers and dates \(line 7: '2020-01-01'\); write every"):

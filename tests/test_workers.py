@@ -511,6 +511,27 @@ def test_a_database_lost_mid_trial_is_one_line_and_the_next_run_resumes_the_tria
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 2
 
 
+def test_only_a_storage_that_cannot_be_reached_counts_as_lost(tmp_path, new_study) -> None:
+    from optuna_rnn.errors import storage_failure
+
+    require_service("MySQL", mysql_up)
+    with pytest.raises(Exception) as refused:  # no server on port 1
+        optuna.create_study(storage=MYSQL.replace(":3306/", ":1/"))
+    assert storage_failure(refused.value) is not None
+    name = new_study(MYSQL)
+    with pytest.raises(Exception) as too_long:  # the data's fault: a retry would fail the same way
+        optuna.create_study(study_name=name + "x" * 600, storage=MYSQL)
+    assert storage_failure(too_long.value) is None  # so it keeps its traceback and Optuna's hint
+    journal = tmp_path / "gone" / "study.log"
+    journal.parent.mkdir()
+    study = optuna.create_study(storage=open_storage(str(journal)))
+    journal.parent.rename(tmp_path / "moved")  # a disk or network share that went away
+    with pytest.raises(OSError) as unwritable:
+        study.ask()
+    assert storage_failure(unwritable.value) is unwritable.value
+    assert storage_failure(OSError("a checkpoint's disk is full")) is None  # not the storage's
+
+
 _ASK = """
 import sys, optuna
 from optuna_rnn.study import open_storage
