@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
@@ -567,30 +567,45 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        with shutdown.installed():
+        with shutdown.installed(), _storage_failures_in_threads_in_one_line():
             return _run_command(args)
     finally:  # as it was, for a caller in the same process (a notebook, a test)
         optuna.logging.set_verbosity(verbosity)
 
 
-def _quiet_storage_failures_in_threads() -> None:
-    """Leave a lost storage to the main thread's one-line error: Optuna's heartbeat thread would
-    print its own traceback first."""
+@contextlib.contextmanager
+def _storage_failures_in_threads_in_one_line() -> Iterator[None]:
+    """A thread that meets a lost storage (Optuna's heartbeat) says so in one line, not a traceback.
+
+    The heartbeat thread has no retry: after one failed write it is gone, the trial trains on,
+    and other workers will take it for dead once the grace period has passed; so it is a warning.
+    """
     from optuna_rnn.errors import storage_failure
 
-    default = threading.__excepthook__  # the interpreter's own, so that hooks never stack up
+    previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_value is None or storage_failure(args.exc_value) is None:
-            default(args)
+        lost = storage_failure(args.exc_value) if args.exc_value is not None else None
+        if lost is None:
+            previous(args)
+            return
+        reason = (str(lost).strip().splitlines() or [type(lost).__name__])[0]
+        name = args.thread.name if args.thread is not None else "a thread"
+        print(
+            f"optuna-rnn: warning: {name} lost the storage ({reason}); with a heartbeat, other "
+            "workers may take this worker's trial for dead",
+            file=sys.stderr,
+        )
 
-    if threading.excepthook is default:  # leave a hook of the caller's (a test runner's) alone
-        threading.excepthook = hook
+    threading.excepthook = hook
+    try:
+        yield
+    finally:  # as it was, for a caller in the same process (a notebook, a test)
+        threading.excepthook = previous
 
 
 def _run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; errors become a message on stderr and an exit code."""
-    _quiet_storage_failures_in_threads()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # inside the try: a closed pipe must surface here, not at exit

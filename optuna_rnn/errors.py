@@ -29,6 +29,20 @@ class MissingModelError(LookupError):
 # are not among them: they come from a bug or from the input, and a retry would meet them again.
 _DRIVER_MODULES = ("sqlalchemy.exc", "redis.exceptions", "pymysql.err", "psycopg2", "psycopg")
 _UNREACHABLE = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError", "TimeoutError")
+# pymysql calls every server error it has no class for an OperationalError (a collation clash
+# too): only the client's connection errors (2000-2999) and these server states count.
+_MYSQL_UNREACHABLE = {1040, 1053, 1205, 1927}  # too many connections, shutdown, lock wait, killed
+# Redis answers these states of the server (a failover, a full disk or memory, a reload) as errors:
+# redis-py's classes for them, and the generic error's text for the rest.
+_REDIS_CLASSES = {
+    "ReadOnlyError",
+    "OutOfMemoryError",
+    "MasterDownError",
+    "BusyLoadingError",
+    "TryAgainError",
+    "ClusterDownError",
+}
+_REDIS_UNREACHABLE = ("MISCONF", "BUSY", "CLUSTERDOWN")
 
 
 def storage_failure(exc: BaseException) -> BaseException | None:
@@ -45,15 +59,30 @@ def storage_failure(exc: BaseException) -> BaseException | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        kind = type(current)
-        if kind.__module__.startswith(_DRIVER_MODULES) and any(
-            base.__name__ in _UNREACHABLE for base in kind.__mro__
-        ):
+        if _unreachable(current):
             return current
         if isinstance(current, OSError) and _raised_in_optuna_storage(current):
             return current
-        current = current.__cause__ or current.__context__
+        # SQLAlchemy keeps the driver's error as ``orig``: judge by that one, which has the code
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    kind = type(exc)
+    if not kind.__module__.startswith(_DRIVER_MODULES) or hasattr(exc, "orig"):
+        return False
+    names = {base.__name__ for base in kind.__mro__}
+    if kind.__module__.startswith("pymysql"):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return (
+            bool(names & set(_UNREACHABLE))
+            and code is not None
+            and (2000 <= code < 3000 or code in _MYSQL_UNREACHABLE)
+        )
+    if kind.__module__.startswith("redis") and "ResponseError" in names:
+        return bool(names & _REDIS_CLASSES) or str(exc).startswith(_REDIS_UNREACHABLE)
+    return bool(names & set(_UNREACHABLE))
 
 
 def _raised_in_optuna_storage(exc: BaseException) -> bool:

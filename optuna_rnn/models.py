@@ -134,6 +134,15 @@ class OriginalUnits(nn.Module):
         self.classes = tuple(classes) if classes is not None else None
         self.hyperparams = hyperparams
 
+    def _apply(self, fn: Any, recurse: bool = True) -> OriginalUnits:
+        """Move the statistics with the module, but keep them float64: ``model.float()`` or
+        ``model.half()`` would round a mean of 100000003.7 to 1e8, or to infinity."""
+        kept = {"input_mean": self.input_mean, "input_std": self.input_std}
+        super()._apply(fn, recurse)
+        for name, value in kept.items():
+            self._buffers[name] = value.to(getattr(self, name).device)
+        return self
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored.
 

@@ -259,7 +259,7 @@ def _impossible_dayfirst(column: pd.Series) -> bool | None:
     and month where the asked-for order is impossible: ``13.01.24`` read month first becomes
     13 January, so both orders would seem to read every value.
     """
-    fields = column.astype(str).str.extract(r"^\s*(\d{1,2})[./-](\d{1,2})(?:[./-]|$)")  # not 13:00
+    fields = column.astype(str).str.extract(r"^\s*(\d{1,2})[./\-\s](\d{1,2})(?:[./\-\s]|$)")  # not 13:00
     if fields.isna().to_numpy().any():
         return None
     if (fields[0].astype(int) > 12).any():

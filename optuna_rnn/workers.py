@@ -96,11 +96,13 @@ class SharedTotal:
         point = next((_grid_point(t) for t in trials if t.number == trial.number), None)
         others = [t for t in trials if t.number != trial.number]
         taken = [t for t in others if point is not None and _grid_point(t) == point]
-        earlier = [t for t in taken if t.state == TrialState.RUNNING and t.number < trial.number]
-        if earlier or any(t.state in FINISHED for t in taken):  # of two drawn at once, the earlier keeps it
+        # Of two trials drawn one point at once, the earlier keeps it (a later one is refused).
+        running_earlier = [t for t in taken if t.state == TrialState.RUNNING and t.number < trial.number]
+        if running_earlier or any(t.state in FINISHED for t in taken):
             self._refuse(trial, GRID_DONE)
         if sum(t.number < trial.number for t in others) >= self.n_trials:
-            if point is not None and not taken:
+            # a later trial holding the point is refused for this one's sake: queue it unless queued
+            if point is not None and not any(t.state == TrialState.WAITING for t in taken):
                 attrs = dict(zip(GRID_ATTRS, point, strict=True))
                 study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=attrs))
             self._refuse(trial, f"{self.n_trials} trials were already finished or running")

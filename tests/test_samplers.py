@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import optuna
@@ -232,3 +233,38 @@ def test_two_workers_drawn_one_grid_point_at_once_leave_it_to_the_earlier_trial(
     for trial in (first, second):  # each used to refuse itself for the other: the point never ran
         total.admit(study, trial)
     assert len(holders) == 1
+
+
+def test_a_grid_point_held_by_a_surplus_trial_and_a_later_one_is_queued_again(tmp_path: Path) -> None:
+    from optuna_rnn.workers import SharedTotal, SurplusTrial
+
+    space = SPACE.replace(hidden_size=Choice([4, 8]), lr=1e-2)  # 2 configurations
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    study = session.study
+    run_trials(session, n_trials=1, device="cpu", progress=False)  # point 0
+    both_asked, early_judged, late_judged = threading.Barrier(2), threading.Event(), threading.Event()
+    total = SharedTotal(1)
+
+    def two_workers_past_the_total(trial: optuna.Trial) -> float:
+        both_asked.wait(timeout=30)  # each holds point 1: the later one was drawn it again
+        if trial.number == 1:
+            try:  # surplus: it used not to queue the point, since the later trial held it...
+                total.admit(study, trial)
+            finally:
+                early_judged.set()
+                late_judged.wait(timeout=30)  # still running while the later one is judged
+        early_judged.wait(timeout=30)
+        try:  # ...which is refused for the earlier one's sake
+            total.admit(study, trial)
+        finally:
+            late_judged.set()
+        return 0.0
+
+    study.optimize(two_workers_past_the_total, n_trials=2, n_jobs=2, catch=(SurplusTrial,))
+    refused = [t.user_attrs["stop_reason"] for t in study.trials[1:3]]
+    assert all(reason.startswith("surplus") for reason in refused), refused
+    run_trials(session, n_trials=2, device="cpu", progress=False)
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["hidden_size"] for t in finished) == [4, 8]

@@ -112,6 +112,10 @@ def test_csv_dates_in_local_time_iso_mixes_and_day_first_order_correctly(tmp_pat
     # month-first reading: the file used to be refused as reading both ways.
     dots = [t.strftime("%d.%m.%y") for t in days[::-1]]
     assert read_csv(_times_csv(tmp_path / "dots.csv", dots)).values[:, 0].tolist() == list(range(39, -1, -1))
+    spaced = [t.strftime("%d %m %y") for t in days[::-1]]
+    assert read_csv(_times_csv(tmp_path / "spaced.csv", spaced)).values[:, 0].tolist() == list(
+        range(39, -1, -1)
+    )
 
 
 def test_csv_dates_that_read_both_ways_and_other_bad_rows_are_refused(tmp_path: Path) -> None:

@@ -496,10 +496,15 @@ def test_a_database_lost_mid_trial_is_one_line_and_the_next_run_resumes_the_tria
     code, err = finish(run)
     # It used to end in hundreds of lines of tracebacks, the last an UnboundLocalError inside Optuna.
     assert code == 1 and "Traceback" not in err, err
-    assert err.startswith(f"optuna-rnn: error: the storage {through_proxy} failed (")
-    assert err.strip().endswith(
+    *warnings, error = err.strip().splitlines()
+    assert error.startswith(f"optuna-rnn: error: the storage {through_proxy} failed (")
+    assert error.endswith(
         "once it is back, run the command again: a trial it could not close resumes from its checkpoint"
     )
+    # the heartbeat thread, when it met the failure first, says so in a line of its own
+    assert all(
+        line.startswith("optuna-rnn: warning: ") and "lost the storage" in line for line in warnings
+    ), err
     assert [t.state for t in trials_of(MYSQL, name)] == [TrialState.RUNNING]
     assert path.is_file()  # the checkpoint used to be deleted: the retry began again from epoch 0
     resumed = start(
@@ -530,6 +535,18 @@ def test_only_a_storage_that_cannot_be_reached_counts_as_lost(tmp_path, new_stud
         study.ask()
     assert storage_failure(unwritable.value) is unwritable.value
     assert storage_failure(OSError("a checkpoint's disk is full")) is None  # not the storage's
+    import pymysql.err
+    import redis.exceptions
+
+    # pymysql calls unmapped server errors OperationalError: only connection errors count
+    assert storage_failure(pymysql.err.OperationalError(2013, "Lost connection to MySQL server")) is not None
+    assert storage_failure(pymysql.err.OperationalError(1267, "Illegal mix of collations")) is None
+    # a Redis failover or full memory arrives as a response error
+    assert (
+        storage_failure(redis.exceptions.ReadOnlyError("You can't write against a read only replica"))
+        is not None
+    )
+    assert storage_failure(redis.exceptions.ResponseError("WRONGTYPE Operation against a key")) is None
 
 
 _ASK = """
