@@ -99,7 +99,7 @@ def write_report(
             continue
         figure.update_layout(title=f"{study.study_name}: {title}")
         if not figure.data:
-            notes[stem] = "no data yet"
+            notes[stem] = "nothing to plot"
         path = folder / f"{stem}.html"
         figure.write_html(path, include_plotlyjs=True, full_html=True)
         written.append(path)
@@ -107,6 +107,16 @@ def write_report(
     summary.write_text(summary_markdown(study, written, notes, best_test=best_test), encoding="utf-8")
     written.append(summary)
     return written
+
+
+# The labels and order of the dashboard note's progress table, and the queue.
+_STATES = (
+    ("complete", TrialState.COMPLETE),
+    ("pruned", TrialState.PRUNED),
+    ("failed", TrialState.FAIL),
+    ("running", TrialState.RUNNING),
+    ("waiting", TrialState.WAITING),
+)
 
 
 def summary_markdown(
@@ -128,9 +138,9 @@ def summary_markdown(
         "",
         "## Trials",
         "",
-        "| " + " | ".join(s.name.lower() for s in TrialState) + " |",
-        "| " + " | ".join("---:" for _ in TrialState) + " |",
-        "| " + " | ".join(str(count[s]) for s in TrialState) + " |",
+        "| " + " | ".join(label for label, _ in _STATES) + " |",
+        "| " + " | ".join("---:" for _ in _STATES) + " |",
+        "| " + " | ".join(str(count[state]) for _, state in _STATES) + " |",
         "",
     ]
     if count[TrialState.RUNNING]:

@@ -117,6 +117,18 @@ def test_report_of_a_multi_objective_study_has_a_pareto_front(tmp_path) -> None:
     }
 
 
+def test_report_counts_trials_as_the_dashboard_note_does(tmp_path) -> None:
+    study = optuna.create_study(study_name="failed", storage=f"sqlite:///{tmp_path / 'f.db'}")
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    write_report(study, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert (
+        "| complete | pruned | failed | running | waiting |" in summary and "| 0 | 0 | 3 | 0 | 0 |" in summary
+    )
+    assert "[history.html](history.html): nothing to plot" in summary  # was "no data yet"
+
+
 def test_report_of_a_missing_study_exits_2(cli_in_process, tuned_study, tmp_path) -> None:
     out = cli_in_process("report", "--study", "nope", "--storage", tuned_study.storage, "--out", "report")
     assert out.returncode == 2 and "no study named 'nope'" in out.stderr
