@@ -24,7 +24,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from optuna_rnn.errors import MissingModelError, UsageError
+from optuna_rnn.errors import MissingModelError, UsageError, first_line
 from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
 from optuna_rnn.space import Hyperparams
 
@@ -97,18 +97,26 @@ def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
     forecasts in the target's units (:class:`~optuna_rnn.models.OriginalUnits`).
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # torch raises anything from KeyError to IndexError on other files
-        raise ValueError(
-            f"{os.fspath(path)} is not an optuna-rnn model file ({exc})".splitlines()[0]
-        ) from None
+        payload = _read_payload(path)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)} is not an optuna-rnn model file ({exc})") from None
     if not isinstance(payload, dict):
         raise ValueError(
             f"{os.fspath(path)} is not an optuna-rnn model file (it holds a {type(payload).__name__})"
         )
     return in_original_units(payload)
+
+
+def _read_payload(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` of a model file, nothing unpickled; an ``OSError`` is passed on, and whatever
+    torch raises on other content (anything from ``KeyError`` to ``IndexError``) is a
+    ``ValueError`` holding its first line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ValueError(first_line(exc)) from None
 
 
 def upload_model(store: FileSystemArtifactStore, trial: optuna.Trial, payload: dict[str, Any]) -> str:
@@ -137,14 +145,9 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
                 f"the model of trial {trial.number} is missing from the artifact store"
             ) from None
         try:
-            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        except OSError:
-            raise
-        except Exception as exc:  # cut short or overwritten: torch raises anything from KeyError up
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MissingModelError(
-                f"the model file of trial {trial.number} is unreadable ({reason})"
-            ) from None
+            payload: dict[str, Any] = _read_payload(path)
+        except ValueError as exc:  # cut short or overwritten
+            raise MissingModelError(f"the model file of trial {trial.number} is unreadable ({exc})") from None
     return payload
 
 

@@ -580,7 +580,7 @@ def _storage_failures_in_threads_in_one_line() -> Iterator[None]:
     The heartbeat thread has no retry: after one failed write it is gone, the trial trains on,
     and other workers will take it for dead once the grace period has passed; so it is a warning.
     """
-    from optuna_rnn.errors import storage_failure
+    from optuna_rnn.errors import first_line, storage_failure
 
     previous = threading.excepthook
 
@@ -589,7 +589,7 @@ def _storage_failures_in_threads_in_one_line() -> Iterator[None]:
         if lost is None:
             previous(args)
             return
-        reason = (str(lost).strip().splitlines() or [type(lost).__name__])[0]
+        reason = first_line(lost)
         name = args.thread.name if args.thread is not None else "a thread"
         print(
             f"optuna-rnn: warning: {name} lost the storage ({reason}); with a heartbeat, other "
@@ -634,13 +634,13 @@ def _run_command(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        from optuna_rnn.errors import storage_failure
+        from optuna_rnn.errors import first_line, storage_failure
         from optuna_rnn.study import mask_secrets, mask_url, storage_url
 
         url = storage_url(getattr(args, "storage", None))
         lost = storage_failure(exc)
         if lost is not None:  # not a bug to show a traceback for: the database went away
-            reason = (str(lost).strip().splitlines() or [type(lost).__name__])[0]
+            reason = first_line(lost)
             print(
                 mask_secrets(
                     f"optuna-rnn: error: the storage {mask_url(url)} failed ({reason}); once it is back, "

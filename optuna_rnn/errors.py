@@ -24,11 +24,19 @@ class MissingModelError(LookupError):
     """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 # The drivers' errors for a storage that cannot be reached or answer: a lost connection, a
 # server gone, a timeout, a locked SQLite file. Errors about the data (too long, a duplicate key)
 # are not among them: they come from a bug or from the input, and a retry would meet them again.
 _DRIVER_MODULES = ("sqlalchemy.exc", "redis.exceptions", "pymysql.err", "psycopg2", "psycopg")
-_UNREACHABLE = ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError", "TimeoutError")
+_UNREACHABLE = frozenset(
+    ("OperationalError", "InterfaceError", "DisconnectionError", "ConnectionError", "TimeoutError")
+)
 # pymysql calls every server error it has no class for an OperationalError (a collation clash
 # too): only the client's connection errors (2000-2999) and these server states count.
 _MYSQL_UNREACHABLE = {1040, 1053, 1205, 1927}  # too many connections, shutdown, lock wait, killed
@@ -76,13 +84,13 @@ def _unreachable(exc: BaseException) -> bool:
     if kind.__module__.startswith("pymysql"):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
         return (
-            bool(names & set(_UNREACHABLE))
+            bool(names & _UNREACHABLE)
             and code is not None
             and (2000 <= code < 3000 or code in _MYSQL_UNREACHABLE)
         )
     if kind.__module__.startswith("redis") and "ResponseError" in names:
         return bool(names & _REDIS_CLASSES) or str(exc).startswith(_REDIS_UNREACHABLE)
-    return bool(names & set(_UNREACHABLE))
+    return bool(names & _UNREACHABLE)
 
 
 def _raised_in_optuna_storage(exc: BaseException) -> bool:

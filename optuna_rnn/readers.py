@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from optuna_rnn.data import FLOAT32_MAX, Dataset, ForecastSeries, SequenceData
-from optuna_rnn.errors import UsageError
+from optuna_rnn.errors import UsageError, first_line
 
 TIME_COLUMNS = ("time", "date", "datetime", "timestamp", "ds")
 NPZ_ARRAYS = ("X", "y", "lengths", "X_test", "y_test", "lengths_test")
@@ -72,10 +72,10 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
         ) from None
     except pd.errors.ParserError as exc:
         if "fields in line" not in str(exc):  # anything but rows longer than the first row
-            raise UsageError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+            raise UsageError(f"{path}: not a readable CSV ({first_line(exc)})") from None
         frame = _read_uneven(path)
     except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise UsageError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: not a readable CSV ({first_line(exc)})") from None
     frame = _named_columns(path, frame)
     if frame.shape[1] == 1 and (separator := next((s for s in ";\t|" if s in frame.columns[0]), None)):
         raise UsageError(
@@ -117,10 +117,6 @@ def read_csv(path: Path, *, target: str | None = None, horizon: int = 1) -> Fore
             + ". Chronological 70/15/15 split; scaling fit on the training span only."
         ),
     )
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _read_uneven(path: Path) -> pd.DataFrame:
@@ -346,8 +342,7 @@ def read_npz(path: Path) -> SequenceData:
                     )
                     raise UsageError(f"{path}: array {key!r} holds Python objects; {advice}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: not a readable NPZ file ({reason})") from None
+        raise UsageError(f"{path}: not a readable NPZ file ({first_line(exc)})") from None
     unknown = [k for k in arrays if k not in NPZ_ARRAYS]
     if unknown:
         raise UsageError(

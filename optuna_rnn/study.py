@@ -36,7 +36,7 @@ from optuna_rnn.artifacts import artifact_store, download_model_payload, model_f
 from optuna_rnn.config import CONFIG_ATTR, StudyConfig, merge_config
 from optuna_rnn.data import Dataset, fit_space
 from optuna_rnn.datasets import DatasetSpec
-from optuna_rnn.errors import UsageError
+from optuna_rnn.errors import UsageError, first_line
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
     WORKER_ID_ATTR,
@@ -238,9 +238,7 @@ def open_storage(
     except UsageError:
         raise
     except Exception as exc:  # drivers raise many types; all mean "cannot open"
-        reason = mask_secrets(
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url
-        )
+        reason = mask_secrets(first_line(exc), url)
         raise UsageError(f"cannot open storage {masked}: {reason}") from None
 
 
