@@ -603,8 +603,9 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
     window = space.window
     if isinstance(window, IntRange):
         dataset.require_window(window.low)  # too few rows for the shortest window: UsageError
-        if window.high > longest:
-            return space.replace(window=IntRange(window.low, longest, window.log, window.step))
+        if window.high > longest:  # the longest window on the range's step grid
+            high = window.low + (longest - window.low) // window.step * window.step
+            return space.replace(window=IntRange(window.low, high, window.log, window.step))
     elif isinstance(window, Choice):
         options = [int(w) for w in window.options]  # type: ignore[arg-type]
         dataset.require_window(min(options))

@@ -289,6 +289,12 @@ def test_a_window_choice_is_narrowed_to_what_the_series_serves() -> None:
         fit_space(SearchSpace(window=Choice([64, 128])), series)
 
 
+def test_a_stepped_window_range_is_narrowed_onto_its_step_grid() -> None:
+    series = ForecastSeries(name="s", values=np.arange(100.0))  # windows up to 54
+    assert fit_space(SearchSpace(window=IntRange(8, 64, step=8)), series).window == IntRange(8, 48, step=8)
+    assert fit_space(SearchSpace(window=IntRange(8, 64)), series).window == IntRange(8, 54)
+
+
 def test_numpy_values_are_taken_as_the_python_values_they_hold() -> None:
     space = SearchSpace(
         hidden_size=Choice(np.array([16, 32])),
