@@ -87,6 +87,9 @@ def in_original_units(payload: dict[str, Any]) -> nn.Module:
         task=payload.get("task"),
         classes=payload.get("classes"),
         hyperparams=Hyperparams(**payload["hyperparams"]),
+        columns=payload.get("columns"),
+        target=payload.get("target"),
+        horizon=payload.get("horizon"),
     ).eval()
 
 

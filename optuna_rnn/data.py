@@ -395,6 +395,14 @@ class ForecastSeries:
             target_mean=float(self._mean[self.target]),
         )
 
+    def model_meta(self) -> dict[str, Any]:
+        """What a model file keeps to be used on new rows: input columns, target and horizon."""
+        return {
+            "columns": list(self.columns) or None,
+            "target": self.columns[self.target] if self.columns else None,
+            "horizon": self.horizon,
+        }
+
     def summary(self) -> dict[str, Any]:
         """What a study records about its data: columns, horizon, split sizes (rows) and spans."""
         out: dict[str, Any] = {

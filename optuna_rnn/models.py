@@ -106,7 +106,9 @@ class OriginalUnits(nn.Module):
 
     What the file knows about its data is kept alongside: ``task``, ``classes`` (the label of
     each logit, in order) and ``hyperparams`` (``hyperparams.window`` is the number of steps a
-    forecaster reads); ``None`` where the file does not say.
+    forecaster reads); for a forecaster, ``columns`` (the input channels' names, in the order
+    ``x`` must hold them), ``target`` (the forecast column's name) and ``horizon`` (how many steps
+    after the last input row the forecast is for); ``None`` where the file does not say.
     """
 
     def __init__(
@@ -120,6 +122,9 @@ class OriginalUnits(nn.Module):
         task: Task | None = None,
         classes: Sequence[Any] | None = None,
         hyperparams: Hyperparams | None = None,
+        columns: Sequence[str] | None = None,
+        target: str | None = None,
+        horizon: int | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -133,6 +138,9 @@ class OriginalUnits(nn.Module):
         self.task = task
         self.classes = tuple(classes) if classes is not None else None
         self.hyperparams = hyperparams
+        self.columns = tuple(columns) if columns is not None else None
+        self.target = target
+        self.horizon = horizon
 
     def _apply(self, fn: Any, recurse: bool = True) -> OriginalUnits:
         """Move the statistics with the module, but keep them float64: ``model.float()`` or

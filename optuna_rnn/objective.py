@@ -38,7 +38,7 @@ import torch
 
 from optuna_rnn.artifacts import artifact_store, model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
-from optuna_rnn.data import Dataset, fit_space
+from optuna_rnn.data import Dataset, ForecastSeries, fit_space
 from optuna_rnn.errors import UsageError, storage_failure
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
@@ -174,6 +174,7 @@ class Objective:
                 target_mean=data.target_mean,
                 input_mean=list(data.input_mean),
                 input_std=list(data.input_std),
+                **(self.dataset.model_meta() if isinstance(self.dataset, ForecastSeries) else {}),
             )
             upload_model(self.artifacts, trial, payload)
         if checkpoint is not None:

@@ -370,8 +370,10 @@ def test_csv_forecasting_study_with_a_covariate(cli_in_process, tmp_path: Path, 
     window, horizon = result["hyperparams"]["window"], series.horizon
     targets = series.target_times(window)["test"]
     X = np.stack([series.values[t - horizon - window + 1 : t - horizon + 1] for t in targets])
+    model = load_model_file(tmp_path / "best.pt")
+    assert (model.columns, model.target, model.horizon) == (("x", "y"), "y", series.horizon)
     with torch.inference_mode():
-        forecast = load_model_file(tmp_path / "best.pt")(torch.from_numpy(X).float())[:, 0].numpy()
+        forecast = model(torch.from_numpy(X).float())[:, 0].numpy()
     raw_rmse = float(np.sqrt(np.mean((forecast - series.values[targets, series.target]) ** 2)))
     assert raw_rmse == pytest.approx(result["test_metric"], rel=1e-4)
 
