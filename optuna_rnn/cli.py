@@ -406,6 +406,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _print_summary(session: Any, seconds: float) -> None:
     from optuna.trial import TrialState
 
+    from optuna_rnn.dashboard import baseline_text
     from optuna_rnn.recovery import retried_numbers
     from optuna_rnn.training import metric_for
     from optuna_rnn.workers import state_counts
@@ -429,6 +430,8 @@ def _print_summary(session: Any, seconds: float) -> None:
     metric = metric_for(session.task).name
     test_text = f", test {test['test_value']:.4g}" if test else ""
     print(f"Best trial #{best.number}: validation {metric} {best.value:.4g}{test_text}")
+    if session.baseline is not None:
+        print(baseline_text({"baseline": session.baseline}))
     for key, value in best.params.items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"  {key:<16} {shown}")
@@ -471,6 +474,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         "metric": metric_for(session.task).name,
         "validation_value": _finite_or_none(best.value),
         "test_metric": _finite_or_none(test["test_value"]) if test else None,
+        "baseline": session.baseline,
         "params": best.params,
         "hyperparams": hp.to_dict(),
     }

@@ -93,7 +93,7 @@ def study_note(study: optuna.Study, *, best_test: dict[str, Any] | None = None) 
         "",
         "### Best trial",
         "",
-        *_best_lines(study, metric, best_test or recorded_test),
+        *_best_lines(study, metric, best_test or recorded_test, baseline_text(data)),
         "",
         "### Progress",
         "",
@@ -136,7 +136,22 @@ def config_sections(config: dict[str, Any], data: dict[str, Any], *, level: int 
     ]
 
 
-def _best_lines(study: optuna.Study, metric: str, test: dict[str, Any] | None) -> list[str]:
+def baseline_text(data: dict[str, Any]) -> str | None:
+    """A sentence on the naive baseline a study recorded for its data; ``None`` if it recorded none."""
+    baseline = data.get("baseline")
+    if not isinstance(baseline, dict):
+        return None
+    scores = [
+        f"{split} {baseline[key]:.4g}"
+        for split, key in (("validation", "valid"), ("test", "test"))
+        if isinstance(baseline.get(key), int | float)
+    ]
+    return f"Naive baseline, {baseline.get('name', '?')}: {', '.join(scores) or 'no score'}."
+
+
+def _best_lines(
+    study: optuna.Study, metric: str, test: dict[str, Any] | None, baseline: str | None = None
+) -> list[str]:
     ranked = ranked_complete(study)
     if not ranked:
         return ["No trial has completed yet."]
@@ -152,7 +167,7 @@ def _best_lines(study: optuna.Study, metric: str, test: dict[str, Any] | None) -
         facts.append(f"{attrs['seconds']:.1f} s of training")
     lines = [
         text + (f"; {', '.join(facts)}." if facts else "."),
-        "The test split is never used to select trials.",
+        "The test split is never used to select trials." + (f" {baseline}" if baseline else ""),
         "",
         "| parameter | value |",
         "| --- | --- |",

@@ -105,7 +105,24 @@ class SequenceData:
             "splits": {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)},
             "classes": list(self.classes) if self.classes else None,
             "description": self.description,
+            "baseline": self.baseline(),
         }
+
+    def baseline(self) -> dict[str, Any] | None:
+        """The accuracy of always answering the training split's most frequent class.
+
+        What a model must beat to have learnt anything: on imbalanced data a plain accuracy
+        can look good and be no better. ``None`` for forecasting samples (the series has its own).
+        """
+        if self.task != "classification" or len(self.train) == 0:
+            return None
+        majority = int(torch.bincount(self.train.y.long()).argmax())
+        scores = {
+            name: _share(split.y.long() == majority)
+            for name, split in (("valid", self.valid), ("test", self.test))
+        }
+        label = self.classes[majority] if self.classes else str(majority)
+        return {"name": f"majority class ({label})", **scores}
 
     @classmethod
     def from_arrays(
@@ -395,6 +412,20 @@ class ForecastSeries:
             target_mean=float(self._mean[self.target]),
         )
 
+    def baseline(self) -> dict[str, Any]:
+        """The RMSE of persistence: forecasting each target as its value ``horizon`` rows earlier.
+
+        The naive forecast a trained model must beat; on a trending series (co2) it often is
+        hard to. Window-free, as the validation and test targets are their spans' rows.
+        """
+        target = self.values[:, self.target].astype(np.float64)
+        a, b = self.bounds
+        scores = {}
+        for name, (lo, hi) in (("valid", (a, b)), ("test", (b, len(target)))):
+            errors = target[lo:hi] - target[lo - self.horizon : hi - self.horizon]
+            scores[name] = float(np.sqrt(np.mean(errors**2))) if len(errors) else None
+        return {"name": "persistence (the last known value)", **scores}
+
     def model_meta(self) -> dict[str, Any]:
         """What a model file keeps to be used on new rows: input columns, target and horizon."""
         return {
@@ -416,6 +447,7 @@ class ForecastSeries:
             "horizon": self.horizon,
             "splits": {"train": self.n_train, "valid": self.n_valid, "test": self.n_test},
             "description": self.description,
+            "baseline": self.baseline(),
         }
         if self.times:
             a, b = self.bounds
@@ -622,3 +654,8 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
     elif isinstance(window, int):
         dataset.require_window(window)
     return space
+
+
+def _share(hits: torch.Tensor) -> float | None:
+    """The fraction of ``True`` in ``hits``; ``None`` when it is empty."""
+    return float(hits.float().mean()) if hits.numel() else None

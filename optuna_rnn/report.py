@@ -35,7 +35,7 @@ from optuna.visualization import (
 )
 
 from optuna_rnn.artifacts import ranked_complete
-from optuna_rnn.dashboard import config_sections, recorded
+from optuna_rnn.dashboard import baseline_text, config_sections, recorded
 from optuna_rnn.workers import state_counts
 
 SUMMARY = "summary.md"
@@ -145,8 +145,8 @@ def summary_markdown(
     ]
     if count[TrialState.RUNNING]:
         lines += [f"The study is still running: {count[TrialState.RUNNING]} trials had no result yet.", ""]
-    lines += _top_lines(study, names, best_test)
     config, data, _ = recorded(study)
+    lines += _top_lines(study, names, best_test, baseline_text(data))
     lines += config_sections(config, data, level=2)[1:]  # _top_lines ends with a blank line
     lines += ["", "## Plots", ""]
     for path in files:
@@ -157,7 +157,9 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _top_lines(study: optuna.Study, names: list[str], best_test: dict[str, Any] | None) -> list[str]:
+def _top_lines(
+    study: optuna.Study, names: list[str], best_test: dict[str, Any] | None, baseline: str | None
+) -> list[str]:
     if len(study.directions) > 1:
         front = sorted(study.best_trials, key=lambda t: t.number)
         header = ["## Pareto front", "", f"{len(front)} trials:", ""]
@@ -173,7 +175,7 @@ def _top_lines(study: optuna.Study, names: list[str], best_test: dict[str, Any] 
     return [
         "## Best trial",
         "",
-        text + ".",
+        text + "." + (f" {baseline}" if baseline else ""),
         "",
         "| parameter | value |",
         "| --- | --- |",

@@ -452,6 +452,16 @@ class StudySession:
         return self.dataset.task
 
     @property
+    def baseline(self) -> dict[str, Any] | None:
+        """The naive baseline recorded with the study's data (the majority class, or persistence).
+
+        ``{"name": ..., "valid": score, "test": score}`` in the study's metric; ``None`` for a
+        study created before baselines were recorded.
+        """
+        recorded = (self.study.user_attrs.get(DATA_ATTR) or {}).get("baseline")
+        return recorded if isinstance(recorded, dict) else None
+
+    @property
     def space(self) -> SearchSpace:
         """The recorded search space as its trials sample it: windows narrowed to fit the data."""
         if self.task != "forecasting":

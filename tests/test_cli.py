@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note
 
+from optuna_rnn import load_dataset
 from optuna_rnn.dashboard import study_note
 from optuna_rnn.errors import UsageError
 from optuna_rnn.report import summary_markdown
@@ -249,6 +251,17 @@ def test_best_prints_json(cli_in_process, tmp_path, tiny_space) -> None:
     assert best["metric"] == "rmse" and best["test_metric"] > 0
     assert best["params"] == study.best_trial.params
     assert (tmp_path / "best.pt").exists()
+    # The naive baseline beside it: persistence, the target's value a horizon (1) earlier.
+    series = load_dataset("sunspots")
+    _, start = series.bounds
+    y = series.values[:, 0].astype(np.float64)
+    naive = float(np.sqrt(np.mean((y[start:] - y[start - 1 : -1]) ** 2)))
+    assert best["baseline"]["name"] == "persistence (the last known value)"
+    assert best["baseline"]["test"] == pytest.approx(naive) and best["baseline"]["valid"] > 0
+    assert "Naive baseline, persistence (the last known value): validation " in study_note(study)
+    assert "Naive baseline, persistence (the last known value): validation " in summary_markdown(
+        study, [], {}
+    )
 
 
 def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(
@@ -284,6 +297,12 @@ def test_best_is_strict_json_and_answers_when_the_model_file_is_gone(
     assert "| complete | pruned | failed | running | waiting |\n| ---: " in summary_markdown(study, [], {})
     assert "| 3 | 0 | 0 | 0 | 0 |" in summary_markdown(study, [], {})
     assert "Best trial #2: validation accuracy inf" in out.stdout
+    # Always answering the most frequent training class: digits' classes are near balanced.
+    data = load_dataset("digits")
+    majority = int(np.bincount(data.train.y.numpy()).argmax())
+    share = float(np.mean(data.test.y.numpy() == majority))
+    assert f"Naive baseline, majority class ({majority}): validation " in out.stdout
+    assert f"test {share:.4g}." in out.stdout and 0.09 < share < 0.11
     assert out.stderr == (
         "optuna-rnn: note: study 'digits' already holds 3 finished trials (--n-trials 3 is the study's "
         "total); give a larger --n-trials to run more\n"
