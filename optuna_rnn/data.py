@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from optuna_rnn.errors import UsageError
-from optuna_rnn.space import Choice, IntRange, SearchSpace, Task
+from optuna_rnn.space import Choice, IntRange, SearchSpace, Task, check_task
 
 #: Windowed copies of a forecasting series kept for reuse (the most recent one is always kept).
 WINDOW_CACHE_BYTES = 256 * 2**20
@@ -36,18 +36,35 @@ _WINDOW_CACHE_LOCK = threading.Lock()
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     """One split: ``X`` (n, time, channels) float32, ``y`` and optional ``lengths``.
 
     ``y`` is int64 class indices (classification) or float32 (n, outputs)
     scaled targets (forecasting). ``lengths`` (int64, CPU) is set for padded
     variable-length sequences and ``None`` when every sequence fills ``X``.
+    Shapes and dtypes are checked here (a :class:`UsageError` says what is wrong), so that a
+    split built by hand fails when it is made, not inside a trial.
     """
 
     X: torch.Tensor
     y: torch.Tensor
     lengths: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        X, y, lengths = self.X, self.y, self.lengths
+        if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.dtype != torch.float32:
+            raise UsageError(
+                f"Split X must be a float32 tensor shaped (n, time, channels), got {_describe(X)}"
+            )
+        if not isinstance(y, torch.Tensor) or y.ndim not in (1, 2) or len(y) != len(X):
+            raise UsageError(f"Split y must be a tensor of {len(X)} rows, as X has, got {_describe(y)}")
+        if lengths is not None and (
+            not isinstance(lengths, torch.Tensor) or lengths.shape != (len(X),) or lengths.is_floating_point()
+        ):
+            raise UsageError(
+                f"Split lengths must be a whole-number tensor of {len(X)} values, got {_describe(lengths)}"
+            )
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -59,7 +76,7 @@ def _nbytes(data: SequenceData) -> int:
     return sum(t.nbytes for s in splits for t in (s.X, s.y, s.lengths) if t is not None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SequenceData:
     """Train / valid / test splits of a sequence task, ready for the trainer.
 
@@ -83,6 +100,46 @@ class SequenceData:
     input_mean: tuple[float, ...] = ()
     input_std: tuple[float, ...] = ()
     target_mean: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse splits that would fail late in training, or train and score wrongly.
+
+        A forecasting ``y`` shaped ``(n,)`` against a model's ``(n, 1)`` output would broadcast
+        into an ``(n, n)`` loss and a wrong RMSE with only a warning; labels out of range, float
+        labels, empty splits and a channel count other than ``input_size`` fail inside torch.
+        """
+        check_task(self.task)
+        splits = {"train": self.train, "valid": self.valid, "test": self.test}
+        for name, split in splits.items():
+            if not isinstance(split, Split):
+                raise UsageError(f"{self.name}: {name} must be a Split, got {type(split).__name__}")
+            if split.X.shape[-1] != self.input_size:
+                raise UsageError(
+                    f"{self.name}: {name} X has {split.X.shape[-1]} channels; input_size is {self.input_size}"
+                )
+            if self.task == "classification":
+                self._check_labels(name, split)
+            elif split.y.ndim != 2 or split.y.shape[1] != self.output_size or not split.y.is_floating_point():
+                raise UsageError(
+                    f"{self.name}: {name} y must be float targets shaped (n, {self.output_size}) "
+                    f"(output_size), got {_describe(split.y)}; a (n,) vector needs y.unsqueeze(1)"
+                )
+        for name in ("train", "valid"):
+            if len(splits[name]) == 0:
+                raise UsageError(f"{self.name}: the {name} split is empty")
+
+    def _check_labels(self, name: str, split: Split) -> None:
+        y = split.y
+        if y.ndim != 1 or y.dtype != torch.int64:
+            raise UsageError(
+                f"{self.name}: {name} y must be int64 class indices shaped (n,), got {_describe(y)} "
+                "(y.long() converts whole-number labels)"
+            )
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.output_size):
+            raise UsageError(
+                f"{self.name}: {name} labels must lie in 0..{self.output_size - 1} (output_size "
+                f"{self.output_size} classes), got {int(y.min())}..{int(y.max())}"
+            )
 
     def windowed(self, window: int | None) -> SequenceData:
         """Classification data does not depend on the window: itself."""
@@ -659,3 +716,10 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
 def _share(hits: torch.Tensor) -> float | None:
     """The fraction of ``True`` in ``hits``; ``None`` when it is empty."""
     return float(hits.float().mean()) if hits.numel() else None
+
+
+def _describe(value: object) -> str:
+    """``dtype`` and shape of a tensor, else the type: what a refused split was given."""
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__

@@ -179,3 +179,66 @@ def test_the_package_has_a_version() -> None:
     from importlib.metadata import version
 
     assert optuna_rnn.__version__ == version("optuna-rnn")
+
+
+def _data(task: str = "forecasting", **splits: optuna_rnn.Split) -> optuna_rnn.SequenceData:
+    X = torch.randn(40, 5, 3)
+    y = torch.randn(40, 1) if task == "forecasting" else torch.arange(40) % 2
+    base = {name: optuna_rnn.Split(X, y) for name in ("train", "valid", "test")}
+    kwargs = {"name": "mine", "task": task, "input_size": 3, "output_size": 1 if task == "forecasting" else 2}
+    return optuna_rnn.SequenceData(**kwargs, **(base | splits))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("task", "split", "message"),
+    [
+        # (n,) targets against the model's (n, 1) output broadcast into an (n, n) loss: a wrong RMSE
+        (
+            "forecasting",
+            (torch.randn(40, 5, 3), torch.randn(40)),
+            r"train y must be float targets shaped \(n, 1\)",
+        ),
+        (
+            "classification",
+            (torch.randn(40, 5, 3), torch.arange(40, dtype=torch.int32) % 2),
+            "int64 class indices",
+        ),
+        (
+            "classification",
+            (torch.randn(40, 5, 3), torch.arange(40) % 3),
+            r"labels must lie in 0\.\.1.*got 0\.\.2",
+        ),
+        (
+            "forecasting",
+            (torch.randn(40, 5, 4), torch.randn(40, 1)),
+            "train X has 4 channels; input_size is 3",
+        ),
+        ("forecasting", (torch.randn(0, 5, 3), torch.randn(0, 1)), "the train split is empty"),
+    ],
+)
+def test_hand_built_data_is_refused_when_made_not_inside_a_trial(task, split, message) -> None:
+    _data(task)  # the same data with this split right is accepted
+    with pytest.raises(UsageError, match=message):
+        _data(task, train=optuna_rnn.Split(*split))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (torch.randn(4, 5, 3, dtype=torch.float64), torch.randn(4, 1)),
+            r"X must be a float32 tensor.*float64",
+        ),
+        ((torch.randn(4, 5), torch.randn(4, 1)), r"shaped \(n, time, channels\), got float32 \(4, 5\)"),
+        ((torch.randn(4, 5, 3), torch.randn(3, 1)), "y must be a tensor of 4 rows"),
+        ((torch.randn(4, 5, 3), torch.randn(4, 1), torch.tensor([5.0, 5, 5, 5])), "whole-number tensor of 4"),
+    ],
+)
+def test_a_split_refuses_tensors_the_trainer_cannot_use(args, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        optuna_rnn.Split(*args)
+
+
+def test_datasets_compare_by_identity_rather_than_by_their_tensors() -> None:
+    data = _data()
+    assert data == data and data != _data()  # comparing the tensors raised "Boolean value ... ambiguous"
