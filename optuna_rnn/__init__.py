@@ -22,7 +22,7 @@ from optuna_rnn.callbacks import (
     load_checkpoint,
 )
 from optuna_rnn.config import StudyConfig
-from optuna_rnn.data import ForecastSeries, SequenceData, Split
+from optuna_rnn.data import ForecastSeries, SequenceData, Split, fit_space
 from optuna_rnn.datasets import DATASETS, DatasetSpec, load_dataset
 from optuna_rnn.errors import ConfigMismatchError, MissingModelError, UsageError
 from optuna_rnn.models import OriginalUnits, RecurrentNet, build_model
@@ -61,6 +61,7 @@ __all__ = [
     "Trainer",
     "UsageError",
     "build_model",
+    "fit_space",
     "load_best_model",
     "load_checkpoint",
     "load_dataset",

@@ -96,13 +96,24 @@ class Objective:
         """``maximize`` for accuracy, ``minimize`` for RMSE."""
         return self.metric.direction
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> float:
+        """Train one configuration sampled from ``trial`` and return its best validation metric.
+
+        A ``FixedTrial`` (``optuna.trial.FixedTrial(study.best_params)``) trains the
+        configuration it holds, outside any study: nothing is pruned, saved or checkpointed.
+        """
+        if isinstance(trial, optuna.trial.FixedTrial):
+            return self._guarded(trial)
         directions = [d.name.lower() for d in trial.study.directions]
         if directions != [self.direction]:  # else the study would keep the worst model as its best
             raise UsageError(
                 f"this objective's {self.metric.name} is to {self.direction}: create the study with "
                 f"direction={self.direction!r} (Objective.direction), not {', '.join(directions)}"
             )
+        return self._guarded(trial)
+
+    def _guarded(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> float:
+        """``_run`` with the caller's random state kept, and the trial's memory freed however it ends."""
         try:
             cuda = self.device != "cpu" and torch.cuda.is_available()  # the trial seeds the GPU too
             with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
@@ -116,24 +127,25 @@ class Objective:
         finally:
             release_memory()  # the trial's model and optimiser are out of scope by now
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> float:
         hp = self.space.suggest(trial, task=self.dataset.task)
         data = self.dataset.windowed(hp.window)
         seed = self._trial_seed(trial)
         torch.manual_seed(seed)
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
-        inherited = _inherited_steps(trial)  # before the seed is recorded: a new trial has none to read
+        callbacks: list[Callback] = [DivergenceGuard()]
+        if isinstance(trial, optuna.Trial):
+            inherited = _inherited_steps(trial)  # before the seed is recorded: a new trial has none to read
+            callbacks.append(PruningCallback(trial, snapshot=self._pruning(trial), inherited=inherited))
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("seed", seed)
-        pruning = PruningCallback(trial, snapshot=self._pruning(trial), inherited=inherited)
-        callbacks: list[Callback] = [DivergenceGuard(), pruning]
         if self.patience is not None:
             callbacks.append(EarlyStopping(patience=self.patience))
         recorder = _CurveRecorder(trial)
         trainer = Trainer(max_epochs=self.max_epochs, device=self.device, seed=seed)
         all_callbacks = [*callbacks, *self.callbacks, recorder]
         checkpoint, resume = None, None
-        if self.checkpoints is not None:
+        if self.checkpoints is not None and isinstance(trial, optuna.Trial):
             checkpoint = TrialCheckpoint(self.checkpoints, trial)
             # what the checkpoint must match to be resumed: a same-named study on other data
             # (another storage, one artifacts folder) must not load it
@@ -152,7 +164,8 @@ class Objective:
                 checkpoint.remove()
             raise
         except KeyboardInterrupt:
-            mark_interrupted(trial)  # keep the checkpoint: the next run resumes from it
+            if isinstance(trial, optuna.Trial):
+                mark_interrupted(trial)  # keep the checkpoint: the next run resumes from it
             raise
         except optuna.exceptions.UpdateFinishedTrialError:
             raise  # another worker failed this trial (missed heartbeats); its retry owns the checkpoint
@@ -162,7 +175,7 @@ class Objective:
                 checkpoint.remove()
             raise
         _record(trial, result)
-        if self.artifacts is not None:
+        if self.artifacts is not None and isinstance(trial, optuna.Trial):
             payload = model_payload(
                 model,
                 hp,
@@ -187,7 +200,7 @@ class Objective:
             self._snapshot = PruningSnapshot(trial.study)
         return self._snapshot
 
-    def _trial_seed(self, trial: optuna.Trial) -> int:
+    def _trial_seed(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> int:
         inherited = trial.user_attrs.get("seed")
         if isinstance(inherited, int):
             return inherited
@@ -213,7 +226,7 @@ def _inherited_steps(trial: optuna.Trial) -> set[int]:
 class _CurveRecorder(Callback):
     """Writes epochs, seconds and the learning curve to the trial's user attrs."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> None:
         self.trial = trial
 
     def on_train_end(self, state: TrainState) -> None:
@@ -246,6 +259,6 @@ def _finite(value: float) -> float | None:
     return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
-def _record(trial: optuna.Trial, result: FitResult) -> None:
+def _record(trial: optuna.Trial | optuna.trial.FixedTrial, result: FitResult) -> None:
     trial.set_user_attr("stop_reason", result.stop_reason)
     trial.set_user_attr("best_epoch", result.best_epoch)

@@ -242,3 +242,19 @@ def test_a_split_refuses_tensors_the_trainer_cannot_use(args, message) -> None:
 def test_datasets_compare_by_identity_rather_than_by_their_tensors() -> None:
     data = _data()
     assert data == data and data != _data()  # comparing the tensors raised "Boolean value ... ambiguous"
+
+
+def test_a_fixed_trial_retrains_a_study_trials_configuration(tmp_path: Path) -> None:
+    from optuna_rnn import load_dataset
+
+    space = SearchSpace(hidden_size=optuna_rnn.IntRange(4, 8), num_layers=1, batch_size=256)
+    objective = Objective(
+        load_dataset("digits"), space=space, max_epochs=2, seed=0, device="cpu", artifacts=tmp_path / "m"
+    )
+    study = optuna.create_study(direction=objective.direction)
+    study.optimize(objective, n_trials=1)
+    # Optuna's way to re-run given parameters; it had no .study and raised AttributeError
+    fixed = optuna.trial.FixedTrial(study.trials[0].params)  # number 0, so seed 0 + 0, as trial 0
+    assert objective(fixed) == study.trials[0].value
+    assert fixed.user_attrs["seed"] == 0 and fixed.user_attrs["epochs"] == 2
+    assert len(list((tmp_path / "m").iterdir())) == 1  # nothing saved for it: no study to attach to

@@ -19,13 +19,19 @@ def _library_recipe() -> str:
     return text[start : text.index("```", start)]
 
 
-@pytest.mark.parametrize("dataset", ["digits", "sunspots"])
-def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(dataset: str) -> None:
-    code = _library_recipe()
+# A 35-row series serves windows of at most 9 steps: the default range (8 to 64) must be fitted to it.
+SHORT = 'ForecastSeries(name="short", values=__import__("numpy").sin(__import__("numpy").arange(35) / 4))'
+
+
+@pytest.mark.parametrize(
+    "data", ['load_dataset("digits")', 'load_dataset("sunspots")', SHORT], ids=["digits", "sunspots", "short"]
+)
+def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(data: str) -> None:
+    code = "from optuna_rnn import ForecastSeries\n" + _library_recipe()
     for old, new in (
         ("max_epochs=20", "max_epochs=1"),
         ("n_trials=20", "n_trials=2"),
-        ('load_dataset("digits")', f'load_dataset("{dataset}")'),
+        ('load_dataset("digits")', data),
     ):
         assert old in code, old
         code = code.replace(old, new)
@@ -43,7 +49,7 @@ def test_the_library_recipe_tunes_a_classifier_and_a_forecaster(dataset: str) ->
         exec(compile(code, str(README), "exec"), namespace)
     (study,) = studies
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert study.direction.name.lower() == ("maximize" if dataset == "digits" else "minimize")
+    assert study.direction.name.lower() == ("maximize" if "digits" in data else "minimize")
 
 
 def test_the_readmes_options_are_the_commands_own(capsys) -> None:
