@@ -143,8 +143,8 @@ class EarlyStopping(Callback):
     """Stop when the validation metric has not improved by ``min_delta`` for ``patience`` epochs."""
 
     def __init__(self, *, patience: int = 10, min_delta: float = 0.0) -> None:
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a whole number >= 1, got {patience!r}")
         self.patience = patience
         self.min_delta = min_delta
         self._best = math.nan

@@ -38,7 +38,7 @@ import torch
 
 from optuna_rnn.artifacts import artifact_store, model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
-from optuna_rnn.data import Dataset, ForecastSeries, fit_space
+from optuna_rnn.data import Dataset, ForecastSeries, SequenceData, fit_space
 from optuna_rnn.errors import UsageError, storage_failure
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
@@ -76,6 +76,20 @@ class Objective:
         callbacks: Sequence[Callback] = (),
         checkpoints: str | os.PathLike[str] | None = None,
     ) -> None:
+        if not isinstance(dataset, SequenceData | ForecastSeries):
+            raise UsageError(
+                f"dataset must be a SequenceData or ForecastSeries (load_dataset returns one), "
+                f"got {type(dataset).__name__}"
+            )
+        if space is not None and not isinstance(space, SearchSpace):
+            raise UsageError(
+                f"space must be a SearchSpace (SearchSpace.from_dict reads a dict), "
+                f"got {type(space).__name__}"
+            )
+        # checked now, as the trials would use them: else the first trial fails on them, trained
+        Trainer(max_epochs=max_epochs, device=device, seed=seed)
+        if patience is not None:
+            EarlyStopping(patience=patience)
         self.dataset = dataset
         self.space = fit_space(space or SearchSpace(), dataset)  # windows the series can serve
         self.max_epochs = max_epochs

@@ -107,6 +107,10 @@ class Choice:
     options: tuple[Scalar, ...]
 
     def __init__(self, options: Sequence[Scalar]) -> None:
+        if isinstance(options, str | bytes):  # else Choice("gru") would be the choice of "g", "r", "u"
+            raise UsageError(
+                f"Choice takes a list of options, got the string {options!r}: Choice([{options!r}])"
+            )
         object.__setattr__(self, "options", tuple(_plain(o) for o in options))
 
 

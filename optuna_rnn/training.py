@@ -225,12 +225,31 @@ def _end_training(callbacks: Sequence[Callback], state: TrainState, failure: Bas
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
+    """``auto`` picks CUDA when available, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` (or another
+    of torch's device types) name one.
+
+    A device that is not there is refused here, in one line, rather than by torch at the first
+    tensor moved to it (``cuda:0`` on a CPU-only build fails with an ``AssertionError``).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' (--device cuda) was asked for but no CUDA device is available")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r} (--device) was asked for but no CUDA device is available")
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(
+                f"device {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+            )
+    elif chosen.type != "cpu":  # mps, xpu, ...: torch's own module for it says whether it is there
+        backend = getattr(torch, chosen.type, None)
+        if not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(f"device {device!r} is not available here; use 'auto', 'cpu' or 'cuda'")
+    return chosen
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
@@ -339,7 +358,9 @@ class Trainer:
             raise ValueError(f"max_epochs must be a whole number >= 1, got {max_epochs!r}")
         self.max_epochs = int(max_epochs)
         self.device = resolve_device(device)
-        self.seed = seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ValueError(f"seed must be a whole number or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
         self.callbacks = list(callbacks)
         whole = isinstance(eval_batch_size, int | np.integer) and not isinstance(eval_batch_size, bool)
         if not whole or eval_batch_size < 1:

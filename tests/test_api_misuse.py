@@ -258,3 +258,41 @@ def test_a_fixed_trial_retrains_a_study_trials_configuration(tmp_path: Path) -> 
     assert objective(fixed) == study.trials[0].value
     assert fixed.user_attrs["seed"] == 0 and fixed.user_attrs["epochs"] == 2
     assert len(list((tmp_path / "m").iterdir())) == 1  # nothing saved for it: no study to attach to
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_epochs": 0}, ValueError, "max_epochs must be a whole number >= 1"),
+        ({"patience": 0}, ValueError, "patience must be a whole number >= 1, got 0"),
+        ({"patience": "3"}, ValueError, "patience must be a whole number >= 1, got '3'"),
+        ({"device": "gpu"}, ValueError, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        (
+            {"device": "mps"} if not torch.backends.mps.is_available() else {"device": "meta"},
+            ValueError,
+            "not available",
+        ),
+        ({"seed": "0"}, ValueError, "seed must be a whole number or None, got '0'"),
+        ({"space": {"cell": "gru"}}, UsageError, "space must be a SearchSpace .* got dict"),
+    ],
+)
+def test_an_objective_refuses_bad_options_when_made_not_in_its_first_trial(kwargs, error, message) -> None:
+    from optuna_rnn import load_dataset
+
+    with pytest.raises(error, match=message):
+        Objective(load_dataset("digits"), **kwargs)
+
+
+def test_an_objective_needs_loaded_data_and_a_choice_a_list() -> None:
+    with pytest.raises(UsageError, match="dataset must be a SequenceData or ForecastSeries .* got str"):
+        Objective("digits")  # type: ignore[arg-type]
+    with pytest.raises(
+        UsageError, match=r"Choice takes a list of options, got the string 'gru': Choice\(\['gru'\]\)"
+    ):
+        optuna_rnn.Choice("gru")  # was the choice of "g", "r" and "u"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_cuda_device_index_is_refused_without_cuda() -> None:
+    with pytest.raises(ValueError, match="'cuda:0' .* no CUDA device is available"):
+        Trainer(device="cuda:0")  # was accepted, then failed in fit with torch's AssertionError
