@@ -69,31 +69,34 @@ def model_from_payload(payload: dict[str, Any]) -> RecurrentNet:
     return model.eval()
 
 
-def in_original_units(payload: dict[str, Any]) -> nn.Module:
+def in_original_units(payload: dict[str, Any]) -> OriginalUnits:
     """The network of a model file, reading and answering in the units of the user's data.
 
-    Files written before the statistics were kept rebuild to the bare network, which
-    expects standardised inputs.
+    Files written before the statistics were kept wrap the network with mean 0 and standard
+    deviation 1: it expects standardised inputs, as it did.
     """
     model = model_from_payload(payload)
-    if not payload.get("input_mean"):
-        return model
-    return OriginalUnits(
-        model,
-        input_mean=payload["input_mean"],
-        input_std=payload["input_std"],
-        target_mean=float(payload.get("target_mean", 0.0)),
-        target_scale=float(payload.get("target_scale", 1.0)),
-        task=payload.get("task"),
-        classes=payload.get("classes"),
-        hyperparams=Hyperparams(**payload["hyperparams"]),
-        columns=payload.get("columns"),
-        target=payload.get("target"),
-        horizon=payload.get("horizon"),
-    ).eval()
+    channels = int(payload["input_size"])
+    return (
+        OriginalUnits(
+            model,
+            input_mean=payload.get("input_mean") or [0.0] * channels,
+            input_std=payload.get("input_std") or [1.0] * channels,
+            target_mean=float(payload.get("target_mean", 0.0)),
+            target_scale=float(payload.get("target_scale", 1.0)),
+            task=payload.get("task"),
+            classes=payload.get("classes"),
+            hyperparams=Hyperparams(**payload["hyperparams"]),
+            columns=payload.get("columns"),
+            target=payload.get("target"),
+            horizon=payload.get("horizon"),
+        )
+        .eval()
+        .requires_grad_(False)
+    )  # to predict with: model(x).numpy() works; requires_grad_() to train
 
 
-def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
+def load_model_file(path: str | os.PathLike[str]) -> OriginalUnits:
     """Load a model file written by ``optuna-rnn best --export`` or uploaded as an artifact.
 
     The model takes inputs in the units of your data and returns class logits, or
@@ -156,7 +159,7 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
 
 def load_best_model(
     study_name: str, *, storage: str | None = None, artifacts: str | os.PathLike[str] | None = None
-) -> nn.Module:
+) -> OriginalUnits:
     """The best trial's trained network of ``study_name``, ready to predict (eval mode, CPU).
 
     Like :func:`load_model_file`, it reads and answers in the units of the study's data.

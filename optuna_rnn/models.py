@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -151,12 +152,14 @@ class OriginalUnits(nn.Module):
             self._buffers[name] = value.to(getattr(self, name).device)
         return self
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | np.ndarray, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (batch, time, features) in original units; steps past ``lengths`` are ignored.
 
-        The answer has ``x``'s precision: give float64 (NumPy's default) for data whose level is
-        large against its changes (a meter reading of 1e8 that moves by 20), float32 otherwise.
+        ``x`` is a tensor or a NumPy array. The answer has ``x``'s precision: give float64 (NumPy's
+        default) for data whose level is large against its changes (a meter reading of 1e8 that
+        moves by 20), float32 otherwise.
         """
+        x = torch.as_tensor(x, device=self.input_mean.device)
         channels = self.input_mean.numel()
         if x.ndim != 3 or x.shape[-1] != channels:
             # a (batch, time, 1) input would broadcast over every channel and answer wrongly

@@ -31,7 +31,7 @@ import os
 import random
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import torch
@@ -106,7 +106,7 @@ class Objective:
         self._snapshot: PruningSnapshot | None = None
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         """``maximize`` for accuracy, ``minimize`` for RMSE."""
         return self.metric.direction
 

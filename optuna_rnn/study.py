@@ -669,7 +669,7 @@ def open_session(
                 study: optuna.Study | None = optuna.create_study(
                     storage=backend,
                     study_name=study_name,
-                    direction=direction,  # type: ignore[arg-type]
+                    direction=direction,
                     sampler=sampler,
                     pruner=pruner,
                 )

@@ -39,7 +39,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class Metric:
     """The validation metric a task is judged by."""
 
     name: str
-    direction: str  # "maximize" or "minimize"
+    direction: Literal["maximize", "minimize"]
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b``."""

@@ -296,3 +296,20 @@ def test_an_objective_needs_loaded_data_and_a_choice_a_list() -> None:
 def test_a_cuda_device_index_is_refused_without_cuda() -> None:
     with pytest.raises(ValueError, match="'cuda:0' .* no CUDA device is available"):
         Trainer(device="cuda:0")  # was accepted, then failed in fit with torch's AssertionError
+
+
+def test_a_loaded_model_predicts_from_numpy_and_gives_plain_numbers(forecaster) -> None:
+    _, loaded, _ = forecaster
+    rows = np.full((2, 6, 3), 700.0)  # NumPy's float64, as the README advises for large levels
+    forecast = loaded(rows)
+    assert forecast.dtype == torch.float64 and forecast.numpy().shape == (2, 1)  # no grad to detach
+    assert torch.equal(forecast, loaded(torch.from_numpy(rows)))
+
+
+def test_a_file_written_before_the_statistics_loads_to_the_same_kind_of_model(forecaster) -> None:
+    net, _, data = forecaster
+    payload = model_payload(net, HP, input_size=3, output_size=1)  # weights and sizes only
+    old = in_original_units(payload)
+    assert isinstance(old, optuna_rnn.OriginalUnits) and old.task is None and old.columns is None
+    with torch.inference_mode():  # it reads standardised input, as the bare network does
+        assert torch.allclose(old(data.valid.X), net.eval()(data.valid.X))
