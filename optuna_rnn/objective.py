@@ -39,7 +39,7 @@ import torch
 from optuna_rnn.artifacts import artifact_store, model_payload, upload_model
 from optuna_rnn.callbacks import DivergenceGuard, EarlyStopping, PruningCallback
 from optuna_rnn.data import Dataset, ForecastSeries, SequenceData, fit_space
-from optuna_rnn.errors import UsageError, storage_failure
+from optuna_rnn.errors import UsageError, first_line, storage_failure
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
 from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
@@ -185,8 +185,11 @@ class Objective:
             raise  # another worker failed this trial (missed heartbeats); its retry owns the checkpoint
         except Exception as exc:
             # A storage that went away left the trial RUNNING: the next run resumes it from here.
-            if checkpoint is not None and storage_failure(exc) is None:
-                checkpoint.remove()
+            if storage_failure(exc) is None:
+                said = f": {first_line(exc)}" if str(exc).strip() else ""
+                trial.set_user_attr("stop_reason", f"failed: {type(exc).__name__}{said}")
+                if checkpoint is not None:
+                    checkpoint.remove()
             raise
         _record(trial, result)
         if self.artifacts is not None and isinstance(trial, optuna.Trial):

@@ -313,3 +313,19 @@ def test_a_file_written_before_the_statistics_loads_to_the_same_kind_of_model(fo
     assert isinstance(old, optuna_rnn.OriginalUnits) and old.task is None and old.columns is None
     with torch.inference_mode():  # it reads standardised input, as the bare network does
         assert torch.allclose(old(data.valid.X), net.eval()(data.valid.X))
+
+
+def test_a_failed_trial_records_why_it_failed() -> None:
+    from optuna_rnn import Callback, load_dataset
+
+    class Boom(Callback):
+        def on_epoch_end(self, state: optuna_rnn.TrainState) -> None:
+            raise RuntimeError("boom\nsecond line")
+
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, batch_size=256)
+    objective = Objective(load_dataset("digits"), space=space, max_epochs=2, device="cpu", callbacks=[Boom()])
+    study = optuna.create_study(direction=objective.direction)
+    study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["stop_reason"] == "failed: RuntimeError: boom" and trial.user_attrs["epochs"] == 1
