@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -60,7 +61,9 @@ class Objective:
     their trials do not repeat; run processes instead. ``patience`` enables
     early stopping; ``artifacts`` (a folder, or an Optuna artifact store) keeps the weights
     of every COMPLETE trial; ``checkpoints`` (a directory) makes trials
-    resumable; ``callbacks`` are added to the built-in ones.
+    resumable; ``callbacks`` are added to the built-in ones, each trial getting a shallow copy
+    of each (attributes a callback sets are its trial's own, even under ``n_jobs``; a list it
+    appends to is shared).
     """
 
     def __init__(
@@ -157,7 +160,9 @@ class Objective:
             callbacks.append(EarlyStopping(patience=self.patience))
         recorder = _CurveRecorder(trial)
         trainer = Trainer(max_epochs=self.max_epochs, device=self.device, seed=seed)
-        all_callbacks = [*callbacks, *self.callbacks, recorder]
+        # a shallow copy each: concurrent trials (n_jobs) must not share what a callback keeps per
+        # trial (EarlyStopping's best epoch), while a list it appends to stays the caller's own
+        all_callbacks = [*callbacks, *(copy.copy(c) for c in self.callbacks), recorder]
         checkpoint, resume = None, None
         if self.checkpoints is not None and isinstance(trial, optuna.Trial):
             checkpoint = TrialCheckpoint(self.checkpoints, trial)

@@ -329,3 +329,26 @@ def test_a_failed_trial_records_why_it_failed() -> None:
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["stop_reason"] == "failed: RuntimeError: boom" and trial.user_attrs["epochs"] == 1
+
+
+def test_each_trial_gets_its_own_copy_of_the_callbacks_given_to_the_objective() -> None:
+    from optuna_rnn import Callback, load_dataset
+
+    class Tracker(Callback):
+        def __init__(self) -> None:
+            self.copies: list[int] = []  # shared by the copies: what the caller collects
+            self.first_epoch: float | None = None  # per trial: what n_jobs threads must not share
+
+        def on_epoch_end(self, state: optuna_rnn.TrainState) -> None:
+            if self.first_epoch is None:
+                self.first_epoch = state.history[0]["val_metric"]
+                self.copies.append(id(self))
+
+    tracker = Tracker()
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, batch_size=256)
+    objective = Objective(
+        load_dataset("digits"), space=space, max_epochs=1, device="cpu", callbacks=[tracker]
+    )
+    optuna.create_study(direction=objective.direction).optimize(objective, n_trials=2)
+    assert len(set(tracker.copies)) == 2 and id(tracker) not in tracker.copies  # each trial saw a fresh one
+    assert tracker.first_epoch is None
