@@ -182,6 +182,12 @@ class DivergenceGuard(Callback):
     """
 
     def __init__(self, *, max_grad_norm: float = 1e6) -> None:
+        if (
+            isinstance(max_grad_norm, bool)
+            or not isinstance(max_grad_norm, int | float)
+            or not max_grad_norm > 0
+        ):
+            raise ValueError(f"max_grad_norm must be a number > 0, got {max_grad_norm!r}")
         self.max_grad_norm = max_grad_norm
 
     def on_epoch_end(self, state: TrainState) -> None:

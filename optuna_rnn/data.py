@@ -217,6 +217,7 @@ class SequenceData:
             raise UsageError(f"{name}: X_test given without y_test")
         if X_test is not None and lengths is not None and lengths_test is None:
             raise UsageError(f"{name}: X is padded (lengths given) but lengths_test is missing for X_test")
+        check_fractions(name, valid_fraction, test_fraction, unit="sequences")
         classes, codes = _encode_labels(y, name, "y")
         if len(classes) < 2:
             raise UsageError(f"{name}: y has a single class ({classes[0]}); need at least two")
@@ -261,6 +262,16 @@ class SequenceData:
             description=description,
             input_mean=tuple(float(m) for m in np.ravel(mean)),
             input_std=tuple(float(d) for d in np.ravel(std)),
+        )
+
+
+def check_fractions(name: str, valid_fraction: float, test_fraction: float, *, unit: str) -> None:
+    """Refuse split fractions outside (0, 1), or that leave nothing to train on."""
+    fractions = (valid_fraction, test_fraction)
+    if not all(isinstance(f, int | float) and 0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise UsageError(
+            f"{name}: valid_fraction and test_fraction must lie in (0, 1) and leave {unit} for "
+            f"training, got {valid_fraction} and {test_fraction}"
         )
 
 
@@ -355,12 +366,7 @@ class ForecastSeries:
             raise TypeError(f"{self.name}: target is a column index (an int), got {self.target!r}")
         if not -values.shape[1] <= self.target < values.shape[1]:
             raise ValueError(f"{self.name}: target column {self.target} out of range")
-        fractions = (self.valid_fraction, self.test_fraction)
-        if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 1:
-            raise ValueError(
-                f"{self.name}: valid_fraction and test_fraction must lie in (0, 1) and leave rows for "
-                f"training, got {self.valid_fraction} and {self.test_fraction}"
-            )
+        check_fractions(self.name, self.valid_fraction, self.test_fraction, unit="rows")
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "target", int(self.target) % values.shape[1])
         if self.n_train < 2 or self.n_valid < 1 or self.n_test < 1:

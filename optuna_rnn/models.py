@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from optuna_rnn.space import Hyperparams, Task
+from optuna_rnn.space import Hyperparams, Task, check_task
 
 _CELLS: dict[str, type[nn.LSTM] | type[nn.GRU] | type[nn.RNN]] = {
     "lstm": nn.LSTM,
@@ -202,7 +202,10 @@ def build_model(
     of predicted values (usually 1) for forecasting; ``task`` is accepted so
     that callers can pass a dataset's description unchanged.
     """
-    del task  # the architecture is the same; the loss differs, in the trainer
+    check_task(task)  # the architecture is the same; the loss differs, in the trainer
+    for name, size in (("input_size", input_size), ("output_size", output_size)):
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {size!r}")
     model = RecurrentNet(
         cell=hp.cell,
         input_size=input_size,

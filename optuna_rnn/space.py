@@ -122,6 +122,8 @@ def _plain(value: Any) -> Any:
 def _plain_fields(spec: Any) -> None:
     for f in dataclasses.fields(spec):
         object.__setattr__(spec, f.name, _plain(getattr(spec, f.name)))
+    if not isinstance(spec.log, bool):  # log=1 would be recorded as 1, which reading back refuses
+        raise UsageError(f"{type(spec).__name__}: log must be True or False, got {spec.log!r}")
 
 
 Spec: TypeAlias = IntRange | FloatRange | Choice | bool | int | float | str | None

@@ -352,3 +352,27 @@ def test_each_trial_gets_its_own_copy_of_the_callbacks_given_to_the_objective() 
     optuna.create_study(direction=objective.direction).optimize(objective, n_trials=2)
     assert len(set(tracker.copies)) == 2 and id(tracker) not in tracker.copies  # each trial saw a fresh one
     assert tracker.first_epoch is None
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: build_model(HP, input_size=3, output_size=0),
+            "output_size must be a whole number >= 1, got 0",
+        ),
+        (lambda: build_model(HP, input_size=3, output_size=1, task="regression"), "task must be"),
+        (lambda: optuna_rnn.DivergenceGuard(max_grad_norm=-1), "max_grad_norm must be a number > 0"),
+        (lambda: optuna_rnn.FloatRange(1e-3, 1e-2, log=1), "FloatRange: log must be True or False, got 1"),
+        (lambda: optuna_rnn.IntRange(8, 64, log="yes"), "IntRange: log must be True or False"),
+        (
+            lambda: optuna_rnn.SequenceData.from_arrays(
+                np.zeros((20, 4, 1)), np.arange(20) % 2, name="a", valid_fraction=0.5, test_fraction=0.5
+            ),
+            r"a: valid_fraction and test_fraction must lie in \(0, 1\) and leave sequences for training",
+        ),
+    ],
+)
+def test_small_options_are_checked_where_they_are_given(make, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
