@@ -158,9 +158,15 @@ def download_model_payload(store: FileSystemArtifactStore, trial: optuna.trial.F
 
 
 def load_best_model(
-    study_name: str, *, storage: str | None = None, artifacts: str | os.PathLike[str] | None = None
+    study_name: str | optuna.Study,
+    *,
+    storage: str | None = None,
+    artifacts: str | os.PathLike[str] | None = None,
 ) -> OriginalUnits:
     """The best trial's trained network of ``study_name``, ready to predict (eval mode, CPU).
+
+    ``study_name`` may be an ``optuna.Study`` you ran with an :class:`~optuna_rnn.Objective`
+    (an in-memory one too): then give ``artifacts``, the folder its models were saved to.
 
     Like :func:`load_model_file`, it reads and answers in the units of the study's data.
 
@@ -180,6 +186,12 @@ def load_best_model(
         storage_url,
     )
 
+    if isinstance(study_name, optuna.Study):
+        if artifacts is None:
+            raise UsageError(
+                "load_best_model(study): give artifacts= (the folder its Objective saved models to)"
+            )
+        return _best_in(study_name, artifacts)
     url = storage_url(storage)
     backend = open_storage(url, must_exist=True, for_reading=True)
     try:
@@ -193,10 +205,14 @@ def load_best_model(
         config = {}
     if config is None:
         raise no_study(backend, study_name, url)
-    ranked = ranked_complete(optuna.load_study(study_name=study_name, storage=backend))
-    if not ranked:
-        raise MissingModelError(f"study {study_name!r} has no complete trial yet")
     directory = artifacts or artifacts_folder(config.get("artifacts"), url)
+    return _best_in(optuna.load_study(study_name=study_name, storage=backend), directory)
+
+
+def _best_in(study: optuna.Study, directory: str | os.PathLike[str]) -> OriginalUnits:
+    ranked = ranked_complete(study)
+    if not ranked:
+        raise MissingModelError(f"study {study.study_name!r} has no complete trial yet")
     return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
 
 

@@ -163,6 +163,11 @@ def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: 
     study.optimize(objective, n_trials=1, callbacks=[KeepTopModels(tmp_path / "m", 1)])
     (saved,) = (tmp_path / "m").iterdir()
     assert saved.name == study.best_trial.user_attrs["model_artifact_id"]
+    # the in-memory study itself finds its best model (a name pointed at the default SQLite file)
+    model = optuna_rnn.load_best_model(study, artifacts=tmp_path / "m")
+    assert model.classes == data.classes and model(data.valid.X[:2]).shape == (2, 10)
+    with pytest.raises(UsageError, match=r"load_best_model\(study\): give artifacts="):
+        optuna_rnn.load_best_model(study)
 
 
 def test_a_file_that_is_not_a_model_says_so(tmp_path: Path) -> None:
