@@ -43,7 +43,7 @@ from optuna_rnn.data import Dataset, ForecastSeries, SequenceData, fit_space
 from optuna_rnn.errors import UsageError, first_line, storage_failure
 from optuna_rnn.memory import release_memory
 from optuna_rnn.models import build_model, count_parameters
-from optuna_rnn.recovery import TrialCheckpoint, mark_interrupted
+from optuna_rnn.recovery import TrialCheckpoint, closed_elsewhere, mark_interrupted
 from optuna_rnn.snapshot import PruningSnapshot
 from optuna_rnn.space import SearchSpace
 from optuna_rnn.training import Callback, FitResult, Trainer, TrainState, metric_for
@@ -190,7 +190,10 @@ class Objective:
             raise  # another worker failed this trial (missed heartbeats); its retry owns the checkpoint
         except Exception as exc:
             # A storage that went away left the trial RUNNING: the next run resumes it from here.
-            if storage_failure(exc) is None:
+            # A trial another worker failed while this one stalled is its retry's, checkpoint too.
+            if storage_failure(exc) is None and not (
+                isinstance(trial, optuna.Trial) and closed_elsewhere(trial.study, trial.number)
+            ):
                 said = f": {first_line(exc)}" if str(exc).strip() else ""
                 trial.set_user_attr("stop_reason", f"failed: {type(exc).__name__}{said}")
                 if checkpoint is not None:

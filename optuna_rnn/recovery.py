@@ -386,6 +386,21 @@ def _fail_and_retry(
     return RetryDeadWorker().retry(study, trial)
 
 
+def closed_elsewhere(study: optuna.Study, number: int) -> bool:
+    """Whether trial ``number``, still running here, is already FAIL in the storage.
+
+    So it is when this worker stalled past the heartbeat's grace period: another worker failed
+    the trial and queued its retry, which owns the checkpoint now. Whatever this worker meets
+    on waking (a storage refusing its writes, a checkpoint file the retry removed) is no failure
+    of its own. ``False`` when the storage cannot say.
+    """
+    try:
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    except Exception:
+        return False
+    return any(t.number == number for t in failed)
+
+
 def drop_leftovers(study: optuna.Study, directory: str | os.PathLike[str]) -> None:
     """Remove what no run needs any more: claim markers of retried trials, orphaned checkpoints.
 

@@ -37,7 +37,13 @@ from tqdm.auto import tqdm
 from optuna_rnn import shutdown
 from optuna_rnn.errors import storage_failure
 from optuna_rnn.liveness import is_gone, this_process
-from optuna_rnn.recovery import HEARTBEAT_ATTR, WORKER_ATTR, WORKER_ID_ATTR, mark_interrupted
+from optuna_rnn.recovery import (
+    HEARTBEAT_ATTR,
+    WORKER_ATTR,
+    WORKER_ID_ATTR,
+    closed_elsewhere,
+    mark_interrupted,
+)
 
 if TYPE_CHECKING:
     from optuna_rnn.study import StudySession
@@ -189,15 +195,14 @@ class TrialGuard:
             self._raised = True
             raise
         except BaseException:
-            self._raised = True
+            self._raised = not closed_elsewhere(self.study, trial.number)
             raise
 
     def lost(self) -> bool:
         """Whether the last trial was closed by another worker rather than by this one."""
         if self._current is None or self._raised:
             return False
-        failed = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        return any(t.number == self._current for t in failed)
+        return closed_elsewhere(self.study, self._current)
 
 
 def diversify_sampler(study: optuna.Study, sampler_name: str) -> None:

@@ -384,6 +384,16 @@ def test_a_trial_taken_over_by_another_worker_is_told_apart_from_a_failing_one()
     assert guard.lost()
     assert study.trials[0].user_attrs["worker"] == guard.worker
 
+    def woke_to_a_missing_file(trial: optuna.Trial) -> float:
+        study.tell(trial.number, state=TrialState.FAIL)  # failed and retried while this worker stalled
+        # its half-written checkpoint was removed by the retry, which finished meanwhile
+        raise FileNotFoundError("trial-1.pt.tmp-24054 -> trial-1.pt")
+
+    guard = TrialGuard(study, woke_to_a_missing_file, SharedTotal(5))
+    with pytest.raises((ValueError, FileNotFoundError)):
+        study.optimize(guard, n_trials=1)
+    assert guard.lost()  # it goes on with the next trial (it crashed the worker with a traceback)
+
     def broken(trial: optuna.Trial) -> float:
         raise ValueError("a bug")
 
@@ -424,3 +434,26 @@ def test_a_workers_end_is_told_in_words_even_for_a_real_time_signal() -> None:
     assert how_it_ended(3) == "exited with code 3"
     assert how_it_ended(-9) == "was killed by SIGKILL"
     assert how_it_ended(-35) == "was killed by signal 35"  # signal.Signals(35) raised ValueError
+
+
+def test_a_stalled_trials_error_leaves_the_checkpoint_to_its_retry(tmp_path, monkeypatch) -> None:
+    from optuna_rnn import Callback, Objective, SearchSpace, load_dataset
+
+    monkeypatch.setenv("OPTUNA_RNN_CHECKPOINT_SECONDS", "0")  # a checkpoint after every epoch
+    study = optuna.create_study(direction="maximize")
+
+    class StalledThenFailed(Callback):
+        def on_epoch_end(self, state) -> None:
+            if state.epoch == 2:  # meanwhile another worker failed this trial and retried it
+                study.tell(study.trials[-1].number, state=TrialState.FAIL)
+                raise RuntimeError("woke up to a changed world")
+
+    space = SearchSpace(cell="gru", hidden_size=4, num_layers=1, batch_size=256)
+    objective = Objective(
+        load_dataset("digits"), space=space, max_epochs=3, device="cpu", checkpoints=tmp_path / "ck",
+        callbacks=[StalledThenFailed()],
+    )  # fmt: skip
+    with pytest.raises((ValueError, RuntimeError)):
+        study.optimize(objective, n_trials=1)
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["trial-0.pt"]  # the retry resumes from it
+    assert "stop_reason" not in study.trials[0].user_attrs  # a FAIL of the other worker's making
