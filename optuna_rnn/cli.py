@@ -347,11 +347,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.quiet,
         )
+    _say_if_timed_out(session, args.timeout, time.perf_counter() - started, n_trials)
     _print_summary(session, time.perf_counter() - started)
     url = shlex.quote(mask_url(session.storage_url))  # pasted into a shell as printed
     print(f"\nSee it in optuna-dashboard:  optuna-rnn dashboard --storage {url}")
     print(f"Best model as JSON:          optuna-rnn best --study {shlex.quote(name)} --storage {url}")
     return code
+
+
+def _say_if_timed_out(session: Any, timeout: float | None, seconds: float, n_trials: int) -> None:
+    """Note that ``--timeout`` stopped the run short of the study's total (else it would look done)."""
+    from optuna_rnn.workers import SharedTotal
+
+    if timeout is not None and seconds >= timeout and not SharedTotal(n_trials).reached(session.study):
+        print(
+            f"optuna-rnn: note: --timeout {timeout:g} s passed, so no new trial started: the study holds "
+            f"{session.finished()} of its {n_trials} trials; run the same command again to go on",
+            file=sys.stderr,
+        )
 
 
 def refuse_in_memory(storage: str | None) -> None:
@@ -388,14 +401,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     diversify_sampler(session.study, session.config.sampler)
     retry_chosen(session, args.retry_trial)
+    n_trials = session.total(args.n_trials, default=DEFAULT_N_TRIALS)
+    session.record_total(n_trials)  # a later `run --study` or `worker` without --n-trials finishes it
     started = time.perf_counter()
-    run_trials(
-        session,
-        n_trials=session.total(args.n_trials, default=DEFAULT_N_TRIALS),
-        timeout=args.timeout,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    run_trials(session, n_trials=n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet)
+    _say_if_timed_out(session, args.timeout, time.perf_counter() - started, n_trials)
     print(
         f"Worker done: study {args.study!r} holds {session.finished()} finished trials "
         f"(this worker: {time.perf_counter() - started:.1f} s)"

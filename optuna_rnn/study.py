@@ -451,6 +451,17 @@ class StudySession:
             return recorded
         return self.dataset.task
 
+    def show_progress(self, bar: tqdm, *, limit: int) -> None:
+        """Set ``bar`` to the study's finished trials (every worker's, up to ``limit``), with the
+        best value and the number pruned."""
+        done = self.study.get_trials(deepcopy=False, states=FINISHED)
+        best = self.best_trial()
+        bar.update(min(len(done), limit) - bar.n)
+        bar.set_postfix(
+            best=f"{best.value if best is not None else metric_for(self.task).worst:.4g}",
+            pruned=sum(t.state == TrialState.PRUNED for t in done),
+        )
+
     @property
     def baseline(self) -> dict[str, Any] | None:
         """The naive baseline recorded with the study's data (the majority class, or persistence).
@@ -871,19 +882,9 @@ def run_trials(
         dynamic_ncols=True,
     )
 
-    metric = metric_for(session.dataset.task)
-
     def show(study: optuna.Study, trial: FrozenTrial) -> None:
-        """Advance the bar to the study's count: every worker's trials, not only this one's."""
-        if trial.state not in FINISHED or bar.disable:
-            return
-        done = study.get_trials(deepcopy=False, states=FINISHED)
-        best = session.best_trial()
-        bar.update(len(done) - bar.n)
-        bar.set_postfix(
-            best=f"{best.value if best is not None else metric.worst:.4g}",
-            pruned=sum(t.state == TrialState.PRUNED for t in done),
-        )
+        if trial.state in FINISHED and not bar.disable:
+            session.show_progress(bar, limit=n_trials)
 
     keep = session.config.keep_top
     trim = [KeepTopModels(session.artifacts(), keep)] if keep else []
@@ -909,6 +910,8 @@ def run_trials(
                     raise
                 # This worker stalled past the grace period and its trial went to another one.
                 remaining = 0 if total.reached(session.study) else n_trials - session.finished()
+        if not bar.disable:  # other workers' trials finished since this one's last
+            session.show_progress(bar, limit=n_trials)
     except KeyboardInterrupt:
         interrupted = True  # the trial is closed; publish where the study got to, then stop
     finally:

@@ -393,19 +393,18 @@ def _watch(
     try:
         with shutdown.deferred():  # a signal must not cut a storage read in half (see shutdown)
             polled = time.monotonic()
-            while any(p.poll() is None for p in procs):
+            running = True
+            while running:
                 time.sleep(0.1)
                 shutdown.check()
-                if progress and time.monotonic() - polled >= 1.0:
+                running = any(p.poll() is None for p in procs)
+                if progress and (time.monotonic() - polled >= 1.0 or not running):  # and once at the end
                     polled = time.monotonic()
                     try:
-                        done = min(session.finished(), n_trials)
+                        session.show_progress(bar, limit=n_trials)
                     except Exception as exc:  # the bar waits; the workers meet the storage's failure
                         if storage_failure(exc) is None:
                             raise
-                        continue
-                    if done != bar.n:
-                        bar.update(done - bar.n)
     finally:
         bar.close()
 

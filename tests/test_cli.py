@@ -395,6 +395,18 @@ def test_a_run_stopped_by_its_timeout_exits_0_and_the_next_run_goes_on(
     assert out.returncode == 0, out.stderr
     finished = len(load(tmp_path, "digits").trials)
     assert 1 <= finished < 500  # Optuna starts no trial after the timeout; the one running finishes
+    # it says why it stopped short (it looked done)
+    assert out.stderr == (
+        f"optuna-rnn: note: --timeout 1 s passed, so no new trial started: the study holds {finished} of "
+        "its 500 trials; run the same command again to go on\n"
+    )
+    # a worker's --n-trials becomes the study's total, as a run's does: a later run without one finishes it
+    out = cli_in_process("worker", "--study", "digits", "--n-trials", str(finished + 1), "-q")
+    assert out.returncode == 0, out.stderr
+    out = cli_in_process("run", "--study", "digits", "-q")
+    assert (
+        out.returncode == 0 and "already holds" in out.stderr and f"--n-trials {finished + 1} " in out.stderr
+    )
     out = cli_in_process("run", "--study", "digits", "--n-trials", str(finished + 2), "-q")
     assert out.returncode == 0, out.stderr
     assert len(load(tmp_path, "digits").trials) == finished + 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -292,12 +293,15 @@ def test_two_workers_finish_a_journal_study(run_cli, tmp_path, tiny_space, new_s
     name = new_study(url)
     out = run_cli(
         "run", "--dataset", "digits", "--study", name, "--storage", url, "--n-trials", "6",
-        "--workers", "2", "--space", str(tiny_space), "--max-epochs", "3", "-q",
+        "--workers", "2", "--space", str(tiny_space), "--max-epochs", "3",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     trials = trials_of(url, name)
     assert_total(trials, 6)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
+    # the parent's bar ends at the total, with the best value and the number pruned, as one worker's does
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    assert re.search(rf"6/6 \[[^]]*, best=[0-9.]+, pruned={pruned}\]", out.stderr), out.stderr[-500:]
 
 
 def test_a_worker_joins_a_mysql_study_from_its_recorded_config(run_cli, tiny_space, new_study) -> None:
