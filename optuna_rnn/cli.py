@@ -326,6 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     retry_chosen(session, args.retry_trial)
     started = time.perf_counter()
     code = 0
+    args.trials_started = True  # what an interrupt from here on leaves is for the next run to resume
     if args.workers > 1:
         from optuna_rnn.workers import run_workers
 
@@ -404,6 +405,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     n_trials = session.total(args.n_trials, default=DEFAULT_N_TRIALS)
     session.record_total(n_trials)  # a later `run --study` or `worker` without --n-trials finishes it
     started = time.perf_counter()
+    args.trials_started = True
     run_trials(session, n_trials=n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet)
     _say_if_timed_out(session, args.timeout, time.perf_counter() - started, n_trials)
     print(
@@ -633,7 +635,9 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.command not in ("run", "worker"):  # a report or export cut short is no success
             print("\noptuna-rnn: interrupted", file=sys.stderr)
             return 130
-        if not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
+        if not getattr(args, "trials_started", False):  # loading the data, opening the study
+            print("\noptuna-rnn: interrupted before any trial started; nothing to resume", file=sys.stderr)
+        elif not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
             closed = "trials were" if (getattr(args, "workers", None) or 1) > 1 else "trial was"
             print(
                 f"\noptuna-rnn: interrupted; the running {closed} closed as FAIL. "

@@ -201,7 +201,7 @@ def test_sigint_fails_the_running_trial_and_rerun_finishes(tmp_path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted; the running trial was closed as FAIL" in err and "Traceback" not in err
     study = load(tmp_path, "digits")
     count = states(study)
     assert count[TrialState.RUNNING] == 0
@@ -662,3 +662,17 @@ def test_a_command_other_than_run_stopped_by_ctrl_c_exits_130(cli_in_process, mo
     out = cli_in_process(command, "--study", "s", *(("--out", "r") if command == "report" else ()))
     assert out.returncode == 130  # its output is incomplete: a script must not carry on
     assert out.stderr.strip() == "optuna-rnn: interrupted"
+
+
+def test_an_interrupt_before_any_trial_says_there_is_nothing_to_resume(
+    cli_in_process, tmp_path, monkeypatch
+) -> None:
+    from optuna_rnn import datasets
+
+    def interrupted_while_loading(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.DatasetSpec, "load", interrupted_while_loading)
+    out = cli_in_process("run", "--dataset", "digits", "--n-trials", "2")
+    assert out.returncode == 0  # it claimed to have closed a running trial, with no study made
+    assert out.stderr == "\noptuna-rnn: interrupted before any trial started; nothing to resume\n"
