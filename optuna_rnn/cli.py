@@ -573,7 +573,11 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
     parser = build_parser(script=script)
     args = parser.parse_args(argv)
     # `--storage "$DB"` with DB unset must not quietly mean the default database (nor "" a folder)
-    empty = [name for name, value in vars(args).items() if value == "" and name != "host"]
+    empty = [
+        name
+        for name, value in vars(args).items()
+        if isinstance(value, str) and not value.strip() and name != "host"
+    ]
     if empty:
         parser.error(f"--{empty[0].replace('_', '-')} must not be empty")
     import optuna

@@ -71,8 +71,17 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # only to suggest the sqlite:/
 
 
 def storage_url(url: str | None = None) -> str:
-    """``url`` if given, else ``$OPTUNA_RNN_STORAGE``, else ``sqlite:///optuna-rnn.db``."""
-    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    """``url`` if given, else ``$OPTUNA_RNN_STORAGE``, else ``sqlite:///optuna-rnn.db``.
+
+    A variable set to nothing is refused: ``OPTUNA_RNN_STORAGE=$DB`` with ``DB`` unset must not
+    quietly mean the default database, as ``--storage ""`` does not.
+    """
+    if url:
+        return url
+    from_env = os.environ.get(STORAGE_ENV)
+    if from_env is not None and not from_env.strip():
+        raise UsageError(f"${STORAGE_ENV} is set but empty; unset it for the default {DEFAULT_STORAGE}")
+    return from_env or DEFAULT_STORAGE
 
 
 def mask_url(url: str) -> str:

@@ -591,6 +591,7 @@ def test_a_command_run_in_process_leaves_signals_and_logging_as_they_were(capsys
     [
         ("run", "--dataset", "digits", "--storage", ""),  # `--storage "$DB"` with DB unset
         ("run", "--dataset", "digits", "--study", ""),
+        ("run", "--dataset", "digits", "--study", "  "),  # a name of blanks made study ' '
         ("run", "--dataset", "digits", "--artifacts", ""),
         ("best", "--study", "digits", "--export", ""),
         ("report", "--study", "digits", "--out", ""),
@@ -602,6 +603,17 @@ def test_an_empty_option_is_refused_not_taken_for_the_default(cli_in_process, tm
     assert out.returncode == 2
     assert out.stderr.strip() == f"optuna-rnn: error: {args[-2]} must not be empty"
     assert list(tmp_path.iterdir()) == []  # no default database, no report in the working directory
+
+
+def test_an_empty_storage_variable_is_refused_not_taken_for_the_default(cli_in_process, tmp_path) -> None:
+    out = cli_in_process(
+        "best", "--study", "digits", OPTUNA_RNN_STORAGE=" "
+    )  # OPTUNA_RNN_STORAGE=$DB, DB unset
+    assert out.returncode == 2
+    assert out.stderr == (
+        "optuna-rnn: error: $OPTUNA_RNN_STORAGE is set but empty; unset it for the default sqlite:///optuna-rnn.db\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_study_script_names_itself_and_keeps_its_dataset() -> None:
