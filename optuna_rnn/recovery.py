@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_rnn.callbacks import Checkpoint, load_checkpoint, remove_checkpoint
 from optuna_rnn.errors import UsageError
-from optuna_rnn.liveness import is_gone, pid_of
+from optuna_rnn.liveness import is_gone, pid_of, this_process
 
 CHECKPOINT_ENV = "OPTUNA_RNN_CHECKPOINT_SECONDS"
 DEFAULT_CHECKPOINT_SECONDS = 5
@@ -454,19 +454,25 @@ def _claim(directory: Path, trial: FrozenTrial) -> bool:
     """Create ``requeued-<n>-<start>`` exclusively: only one process gets ``True``.
 
     A claim is followed by the retry within moments, after which the trial is no longer
-    asked about; a marker older than ``STALE_CLAIM_SECONDS`` whose trial is asked about
-    again belongs to a process killed in between. One process takes it over: renaming it
-    away succeeds for one only, and the exclusive create that follows for one only.
+    asked about; a marker whose trial is asked about again belongs to a process killed in
+    between when that process (its identity is the marker's content) is gone, or, where that
+    cannot be told (another machine), when the marker is older than ``STALE_CLAIM_SECONDS``.
+    One process takes it over: renaming it away succeeds for one only, and the exclusive
+    create that follows for one only.
     """
     directory.mkdir(parents=True, exist_ok=True)
     marker = _marker(directory, trial)
     for _ in range(2):
         try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            with os.fdopen(fd, "w") as file:
+                file.write(this_process())
             return True
         except FileExistsError:
             try:
-                if time.time() - marker.stat().st_mtime < STALE_CLAIM_SECONDS:
+                claimer = marker.read_text(errors="replace").strip()
+                fresh = time.time() - marker.stat().st_mtime < STALE_CLAIM_SECONDS
+                if fresh and is_gone(claimer) is not True:  # an empty marker: its claimer is writing
                     return False
                 taken = marker.with_name(f"{marker.name}.stale-{os.getpid()}")
                 os.rename(marker, taken)

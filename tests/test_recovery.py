@@ -188,6 +188,18 @@ def test_a_claim_left_by_a_process_killed_before_queueing_is_taken_over(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == [marker.name]  # a fresh claim, nothing stale left
 
 
+def test_a_fresh_claim_of_a_process_that_is_gone_is_taken_over_at_once(tmp_path) -> None:
+    study = optuna.create_study()
+    _add(study, TrialState.FAIL, stop_reason=INTERRUPTED)
+    marker = tmp_path / f"requeued-0-{int(study.trials[0].datetime_start.timestamp())}"
+    child = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    marker.write_text(process_identity(child.pid))  # claimed a moment ago by a run killed before queueing
+    child.communicate(b"\n")  # and gone
+    # a restart within STALE_CLAIM_SECONDS used to skip the trial, and a full total dropped it for good
+    assert requeue_interrupted(study, tmp_path) == [0]
+    assert marker.read_text() == this_process()  # the claim is this run's now
+
+
 def test_a_trial_whose_worker_died_before_recording_itself_is_retried_once_it_is_old(
     tmp_path, monkeypatch
 ) -> None:
