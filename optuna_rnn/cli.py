@@ -639,10 +639,18 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.command not in ("run", "worker"):  # a report or export cut short is no success
             print("\noptuna-rnn: interrupted", file=sys.stderr)
             return 130
+        from optuna_rnn.recovery import interrupted_here
+
+        several = (getattr(args, "workers", None) or 1) > 1  # its workers closed their trials
         if not getattr(args, "trials_started", False):  # loading the data, opening the study
             print("\noptuna-rnn: interrupted before any trial started; nothing to resume", file=sys.stderr)
+        elif not several and not interrupted_here():  # between trials, or wrapping up
+            print(
+                "\noptuna-rnn: interrupted; no trial was running. Run the same command again to go on.",
+                file=sys.stderr,
+            )
         elif not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
-            closed = "trials were" if (getattr(args, "workers", None) or 1) > 1 else "trial was"
+            closed = "trials were" if several else "trial was"
             print(
                 f"\noptuna-rnn: interrupted; the running {closed} closed as FAIL. "
                 "Run the same command again to resume.",

@@ -249,10 +249,20 @@ def tidy_checkpoints(directory: str | os.PathLike[str]) -> None:
             folder.rmdir()
 
 
+#: Trials this process marked interrupted: what its own stop message can speak of.
+_MARKED: list[int] = []
+
+
 def mark_interrupted(trial: optuna.Trial) -> None:
     """Record that SIGTERM/SIGINT stopped ``trial``, so that the next run retries it; best effort."""
+    _MARKED.append(trial.number)
     with contextlib.suppress(Exception):  # the storage may be what failed; the trial is FAIL anyway
         trial.set_user_attr("stop_reason", INTERRUPTED)
+
+
+def interrupted_here() -> bool:
+    """Whether this process stopped a running trial on a signal (see :func:`mark_interrupted`)."""
+    return bool(_MARKED)
 
 
 def requeue_interrupted(study: optuna.Study, directory: str | os.PathLike[str]) -> list[int]:

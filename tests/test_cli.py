@@ -688,3 +688,22 @@ def test_an_interrupt_before_any_trial_says_there_is_nothing_to_resume(
     out = cli_in_process("run", "--dataset", "digits", "--n-trials", "2")
     assert out.returncode == 0  # it claimed to have closed a running trial, with no study made
     assert out.stderr == "\noptuna-rnn: interrupted before any trial started; nothing to resume\n"
+
+
+def test_an_interrupt_while_wrapping_up_says_no_trial_was_running(
+    cli_in_process, tmp_path, tiny_space, monkeypatch
+) -> None:
+    from optuna_rnn import recovery
+    from optuna_rnn.study import StudySession
+
+    def interrupted_while_scoring(self: StudySession) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recovery, "_MARKED", [])  # what this process's other tests interrupted
+    monkeypatch.setattr(StudySession, "best_test", interrupted_while_scoring)
+    out = cli_in_process("run", "--dataset", "digits", "--space", str(tiny_space), "--n-trials", "1", *FAST)
+    assert out.returncode == 0
+    assert out.stderr.endswith(
+        "optuna-rnn: interrupted; no trial was running. Run the same command again to go on.\n"
+    )  # it said the running trial was closed as FAIL, of a COMPLETE one
+    assert [t.state for t in load(tmp_path, "digits").trials] == [TrialState.COMPLETE]
