@@ -528,6 +528,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     refuse_in_memory(args.storage)
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True, for_reading=True)  # never creates an empty database
+    if args.artifacts and not os.path.isdir(args.artifacts):  # a typo would show only as missing models
+        raise UsageError(f"--artifacts {args.artifacts}: no such folder")
     artifacts = os.path.abspath(args.artifacts) if args.artifacts else default_artifacts_dir(url)
 
     def ready(address: str) -> None:
@@ -571,6 +573,9 @@ def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int
     ``script`` names the study script (``studies/<name>.py``) that runs it, for its messages.
     """
     parser = build_parser(script=script)
+    if script is None and not list(sys.argv[1:] if argv is None else argv):  # a bare `optuna-rnn`
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     # `--storage "$DB"` with DB unset must not quietly mean the default database (nor "" a folder)
     empty = [

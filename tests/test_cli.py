@@ -498,6 +498,10 @@ def test_bad_input_exits_2_and_leaves_the_study_untouched(
         (("best", "--study", "digits", "--export", str(tmp_path / "no" / "best.pt")), "cannot write"),
         (("report", "--study", "digits", "--out", str(a_file)), "cannot write the report"),
         (("dashboard", "--port", "99999"), "--port must be in [0, 65535], got 99999"),
+        (
+            ("dashboard", "--artifacts", str(tmp_path / "typo")),
+            f"--artifacts {tmp_path / 'typo'}: no such folder",
+        ),
         (("run", "--data", str(a_file), "--horizon", "0"), "--horizon (horizon) must be >= 1, got 0"),
         (
             ("run", "--dataset", "digits", "--storage", "study.db"),
@@ -707,3 +711,12 @@ def test_an_interrupt_while_wrapping_up_says_no_trial_was_running(
         "optuna-rnn: interrupted; no trial was running. Run the same command again to go on.\n"
     )  # it said the running trial was closed as FAIL, of a COMPLETE one
     assert [t.state for t in load(tmp_path, "digits").trials] == [TrialState.COMPLETE]
+
+
+def test_a_bare_command_prints_its_usage(run_cli) -> None:
+    out = run_cli()
+    assert out.returncode == 2  # it said 'the following arguments are required: command', no usage
+    assert (
+        out.stderr.startswith("usage: optuna-rnn")
+        and "{datasets,run,worker,best,dashboard,report}" in out.stderr
+    )
