@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# A CPU build of torch keeps the environment small; override with TORCH=torch for CUDA.
+# The pinned release is a small CPU build where pip finds one first (these machines); from plain PyPI
+# on Linux it is the multi-GB CUDA build. TORCH=torch takes the newest build for your platform.
 TORCH  ?= torch==2.13.0
 N_TRIALS ?= 30
 
