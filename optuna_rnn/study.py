@@ -491,12 +491,14 @@ class StudySession:
     def grid_left(self) -> int | None:
         """Distinct configurations of a grid study that no trial has run (``None`` for other samplers).
 
-        Trials that sampled nothing (refused as surplus) do not count.
+        Trials that sampled nothing (refused as surplus) do not count. A failed trial's does, as
+        Optuna's grid sampler counts it visited (an interrupted one is queued again under a new
+        number, with its configuration).
         """
         if self.config.sampler != "grid":
             return None
         size = self.space.gridded(task=self.task).grid_size(task=self.task)
-        ran = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        ran = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL, TrialState.RUNNING))
         return size - len({tuple(sorted(t.params.items())) for t in ran if t.params})
 
     def objective(self, *, device: str = "auto") -> Objective:
@@ -941,7 +943,8 @@ def _say_the_grid_ran_out(n_trials: int) -> None:
     if os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
         return
     print(
-        "optuna-rnn: note: every configuration of the grid has run; the study stops short of "
+        "optuna-rnn: note: every configuration of the grid has run (a failed one is not run again); "
+        "the study stops short of "
         f"--n-trials {n_trials}",
         file=sys.stderr,
     )

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace
+from optuna_rnn import Choice, DatasetSpec, FloatRange, IntRange, SearchSpace, Trainer
 from optuna_rnn.config import PRUNERS, SAMPLERS
 from optuna_rnn.recovery import CHECKPOINT_ATTR, INTERRUPTED
 from optuna_rnn.study import make_pruner, open_session, run_trials
@@ -121,6 +121,31 @@ def test_a_grid_study_asked_for_more_stops_once_every_configuration_has_run(tmp_
     run_trials(session, n_trials=10, device="cpu", progress=False)  # asked again: nothing is repeated
     assert len(session.study.trials) == 4
     assert "every configuration of the grid has run" in capsys.readouterr().err
+
+
+def test_a_grid_study_whose_trial_failed_says_it_stops_short(tmp_path: Path, capsys, monkeypatch) -> None:
+    space = SPACE.replace(
+        hidden_size=4, lr=1e-2, optimizer=Choice(["adam", "sgd"]), momentum=0.5, nesterov=False
+    )
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    fit = Trainer.fit
+
+    def fails_once(self: Trainer, *args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(Trainer, "fit", fit)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Trainer, "fit", fails_once)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_trials(session, n_trials=3, device="cpu", progress=False)
+    run_trials(session, n_trials=3, device="cpu", progress=False)
+    assert [t.state for t in session.study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    # Optuna's grid sampler counts the failed configuration as visited: the run stopped short silently
+    assert session.grid_left() == 0
+    assert (
+        "every configuration of the grid has run (a failed one is not run again)" in capsys.readouterr().err
+    )
 
 
 def test_a_grid_whose_last_configuration_runs_elsewhere_does_not_claim_to_stop_short(
