@@ -77,7 +77,7 @@ def replay(session: StudySession, trials: list[optuna.trial.FrozenTrial]) -> flo
     t0 = time.perf_counter()
     for t in trials:
         hp = objective.space.suggest(optuna.trial.FixedTrial(t.params), task=data_set.task)
-        data = data_set.windowed(hp.window)
+        data = data_set.windowed(hp.window, forecast=hp.forecast)
         seed = int(t.user_attrs["seed"])
         torch.manual_seed(seed)
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)

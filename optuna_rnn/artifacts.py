@@ -90,6 +90,7 @@ def in_original_units(payload: dict[str, Any]) -> OriginalUnits:
             columns=payload.get("columns"),
             target=payload.get("target"),
             horizon=payload.get("horizon"),
+            relative_channel=payload.get("relative_channel"),
         )
         .eval()
         .requires_grad_(False)

@@ -62,7 +62,9 @@ class StudyConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
         values = dict(data)
         values["dataset"] = DatasetSpec(**values["dataset"])
-        values["space"] = SearchSpace.from_dict(values["space"], source="recorded space")
+        # a study recorded before `forecast` was a parameter forecast levels, and goes on doing so
+        space = {"forecast": "level", **values["space"]}
+        values["space"] = SearchSpace.from_dict(space, source="recorded space")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -82,7 +84,10 @@ def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -
         return StudyConfig(**given)
     base = StudyConfig.from_dict(recorded)
     current = base.to_dict()
+    before_forecast = "forecast" not in recorded.get("space", {})
     for name, value in given.items():
+        if name == "space" and before_forecast and value.forecast == SearchSpace().forecast:
+            value = value.replace(forecast=base.space.forecast)  # a --space file of that time, given again
         wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
         if wanted != current[name] and not _same_anyway(name, value, base):
             was, asked = _difference(name, current[name], wanted)

@@ -127,7 +127,7 @@ def config_sections(config: dict[str, Any], data: dict[str, Any], *, level: int 
         *(
             f"| `{name}` | {_describe(spec)} |"
             for name, spec in config.get("space", {}).items()
-            if name != "window" or data.get("task") == "forecasting"  # windows apply to forecasting only
+            if name not in ("window", "forecast") or data.get("task") == "forecasting"  # forecasting only
         ),
         "",
         f"{h} Settings",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from optuna_rnn.errors import UsageError
-from optuna_rnn.space import Choice, IntRange, SearchSpace, Task, check_task
+from optuna_rnn.space import FORECASTS, Choice, IntRange, SearchSpace, Task, check_task
 
 #: Windowed copies of a forecasting series kept for reuse (the most recent one is always kept).
 WINDOW_CACHE_BYTES = 256 * 2**20
@@ -100,6 +100,7 @@ class SequenceData:
     input_mean: tuple[float, ...] = ()
     input_std: tuple[float, ...] = ()
     target_mean: float = 0.0
+    relative_channel: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse splits that would fail late in training, or train and score wrongly.
@@ -141,9 +142,9 @@ class SequenceData:
                 f"{self.output_size} classes), got {int(y.min())}..{int(y.max())}"
             )
 
-    def windowed(self, window: int | None) -> SequenceData:
-        """Classification data does not depend on the window: itself."""
-        del window
+    def windowed(self, window: int | None, *, forecast: str = "level") -> SequenceData:
+        """Classification data does not depend on the window or the forecast: itself."""
+        del window, forecast
         return self
 
     def summary(self) -> dict[str, Any]:
@@ -338,9 +339,10 @@ class ForecastSeries:
     times: tuple[str, ...] = ()
     min_train_windows: int = 16
     task: Task = field(default="forecasting", init=False)
-    _cache: dict[int, SequenceData] = field(default_factory=dict, init=False, repr=False)
+    _cache: dict[tuple[int, str], SequenceData] = field(default_factory=dict, init=False, repr=False)
     _mean: np.ndarray = field(init=False, repr=False)
     _std: np.ndarray = field(init=False, repr=False)
+    _change: tuple[float, float] = field(init=False, repr=False)  # mean and sd of the target's changes
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -379,6 +381,10 @@ class ForecastSeries:
         std = stats.std(axis=0)
         object.__setattr__(self, "_mean", stats.mean(axis=0))
         object.__setattr__(self, "_std", np.where(std > 0, std, 1.0))
+        target = values[: self.n_train, self.target].astype(np.float64)
+        changes = target[self.horizon :] - target[: -self.horizon]  # over `horizon` rows, in training
+        spread = float(changes.std()) if len(changes) > 1 else 0.0
+        object.__setattr__(self, "_change", (float(changes.mean()) if len(changes) else 0.0, spread or 1.0))
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -421,14 +427,24 @@ class ForecastSeries:
                 f"window is {max(self.max_window, 0)}"
             )
 
-    def windowed(self, window: int | None) -> SequenceData:
-        """Samples of ``window`` steps predicting the target ``horizon`` steps after the last."""
+    def windowed(self, window: int | None, *, forecast: str = "level") -> SequenceData:
+        """Samples of ``window`` steps predicting the target ``horizon`` steps after the last.
+
+        ``forecast="level"`` standardises every channel with the training split's mean and
+        standard deviation, and the target likewise. ``forecast="change"`` predicts the target's
+        change from the window's last value instead, and gives the target's channel relative to
+        that value; both are scaled by the spread of the target's changes in training. A trending
+        series (co2) then stays in the range training saw, where its level would not.
+        """
         if window is None:
             raise ValueError("forecasting needs a window length")
+        if forecast not in FORECASTS:
+            raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, got {forecast!r}")
         self.require_window(window)
         with _WINDOW_CACHE_LOCK:
-            data = self._cache.pop(window, None) or self._make_windows(window)
-            self._cache[window] = data  # the most recently used last
+            key = (window, forecast)
+            data = self._cache.pop(key, None) or self._make_windows(window, forecast)
+            self._cache[key] = data  # the most recently used last
             # Each window length copies the series about `window` times over: keep the recent ones
             # only, so a long study's memory does not grow with the lengths its trials drew.
             while len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > WINDOW_CACHE_BYTES:
@@ -449,14 +465,25 @@ class ForecastSeries:
             "test": target_time[target_time >= b],
         }
 
-    def _make_windows(self, window: int) -> SequenceData:
+    def _make_windows(self, window: int, forecast: str) -> SequenceData:
         scaled = ((self.values - self._mean) / self._std).astype(np.float32)
         views = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0)  # (start, ch, window)
+        change = forecast == "change"
+        target = self.values[:, self.target].astype(np.float64)
+        change_mean, change_sd = self._change
 
         def split(times: np.ndarray) -> Split:
             starts = times - self.horizon - window + 1
             X = np.ascontiguousarray(views[starts].transpose(0, 2, 1))
-            y = np.ascontiguousarray(scaled[times, self.target][:, None])
+            if not change:
+                return Split(
+                    torch.from_numpy(X),
+                    torch.from_numpy(np.ascontiguousarray(scaled[times, self.target][:, None])),
+                )
+            last = target[times - self.horizon]  # the window's last row
+            rows = target[starts[:, None] + np.arange(window)]
+            X[:, :, self.target] = (rows - last[:, None]) / change_sd
+            y = ((target[times] - last - change_mean) / change_sd)[:, None].astype(np.float32)
             return Split(torch.from_numpy(X), torch.from_numpy(y))
 
         times = self.target_times(window)
@@ -468,11 +495,17 @@ class ForecastSeries:
             test=split(times["test"]),
             input_size=self.input_size,
             output_size=1,
-            target_scale=float(self._std[self.target]),
+            target_scale=change_sd if change else float(self._std[self.target]),
             description=self.description,
-            input_mean=tuple(float(m) for m in self._mean),
-            input_std=tuple(float(d) for d in self._std),
-            target_mean=float(self._mean[self.target]),
+            # the target's channel, relative to the window's last value, is centred already
+            input_mean=tuple(
+                0.0 if change and c == self.target else float(m) for c, m in enumerate(self._mean)
+            ),
+            input_std=tuple(
+                change_sd if change and c == self.target else float(d) for c, d in enumerate(self._std)
+            ),
+            target_mean=change_mean if change else float(self._mean[self.target]),
+            relative_channel=self.target if change else None,
         )
 
     def baseline(self) -> dict[str, Any]:

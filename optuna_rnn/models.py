@@ -110,6 +110,9 @@ class OriginalUnits(nn.Module):
     forecaster reads); for a forecaster, ``columns`` (the input channels' names, in the order
     ``x`` must hold them), ``target`` (the forecast column's name) and ``horizon`` (how many steps
     after the last input row the forecast is for); ``None`` where the file does not say.
+    ``relative_channel`` is set for a forecaster of changes (``forecast="change"``): that input
+    channel is read relative to its last step, and the forecast is that last value plus the
+    predicted change.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class OriginalUnits(nn.Module):
         columns: Sequence[str] | None = None,
         target: str | None = None,
         horizon: int | None = None,
+        relative_channel: int | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -142,6 +146,7 @@ class OriginalUnits(nn.Module):
         self.columns = tuple(columns) if columns is not None else None
         self.target = target
         self.horizon = horizon
+        self.relative_channel = relative_channel
 
     def _apply(self, fn: Any, recurse: bool = True) -> OriginalUnits:
         """Move the statistics with the module, but keep them float64: ``model.float()`` or
@@ -172,8 +177,17 @@ class OriginalUnits(nn.Module):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         mean, std = self.input_mean.to(dtype), self.input_std.to(dtype)
         weights = next(self.net.parameters()).dtype
-        out = self.net(((x.to(dtype) - mean) / std).to(weights), lengths).to(dtype)
+        raw = x.to(dtype)
+        last = None
+        if self.relative_channel is not None:  # that channel relative to its last step
+            at = (lengths.to(x.device) - 1) if lengths is not None else torch.full((len(x),), x.shape[1] - 1)
+            last = raw[torch.arange(len(x)), at.to(x.device), self.relative_channel].unsqueeze(1)
+            raw = raw.clone()
+            raw[:, :, self.relative_channel] -= last
+        out = self.net(((raw - mean) / std).to(weights), lengths).to(dtype)
         answer: torch.Tensor = out * self.target_scale + self.target_mean
+        if last is not None:
+            answer = answer + last
         return answer.to(x.dtype) if x.is_floating_point() else answer
 
 

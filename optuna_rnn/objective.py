@@ -146,7 +146,7 @@ class Objective:
 
     def _run(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> float:
         hp = self.space.suggest(trial, task=self.dataset.task)
-        data = self.dataset.windowed(hp.window)
+        data = self.dataset.windowed(hp.window, forecast=hp.forecast)
         seed = self._trial_seed(trial)
         torch.manual_seed(seed)
         model = build_model(hp, input_size=data.input_size, output_size=data.output_size, task=data.task)
@@ -212,6 +212,7 @@ class Objective:
                 target_mean=data.target_mean,
                 input_mean=list(data.input_mean),
                 input_std=list(data.input_std),
+                relative_channel=data.relative_channel,
                 **(self.dataset.model_meta() if isinstance(self.dataset, ForecastSeries) else {}),
             )
             upload_model(self.artifacts, trial, payload)

@@ -5,8 +5,11 @@ Every field of :class:`SearchSpace` is either a range (:class:`IntRange`,
 parameter (and so removes it from the search). Conditional parameters are
 sampled only where they mean something: the LSTM forget-gate bias only for
 LSTM cells, ``momentum``/``nesterov`` only for SGD, ``beta1``/``beta2`` only for
-Adam and AdamW, ``rmsprop_alpha`` only for RMSprop, ``window`` only for
-forecasting. Weight decay has two parameters because it means two things:
+Adam and AdamW, ``rmsprop_alpha`` only for RMSprop, ``window`` and ``forecast`` only
+for forecasting. ``forecast`` is what a forecaster predicts: the target's ``level``, or its
+``change`` from the last value the window holds (with that channel read relative to it), which
+keeps a trending series' inputs and targets in the range training saw. Weight decay has two
+parameters because it means two things:
 ``weight_decay`` is an L2 penalty for SGD, Adam and RMSprop, whose useful
 strengths are small; ``adamw_weight_decay`` is AdamW's decoupled decay, which
 shrinks the weights by ``lr * decay`` a step and needs values a hundred times
@@ -69,6 +72,7 @@ INPUT_INITS = (
 )
 RECURRENT_INITS = ("orthogonal", *INPUT_INITS)
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+FORECASTS = ("level", "change")
 
 Scalar: TypeAlias = bool | int | float | str | None
 # Grid search enumerates every combination up front: refuse grids that would not fit.
@@ -155,6 +159,7 @@ class Hyperparams:
     rmsprop_alpha: float = 0.99
     batch_size: int = 64
     window: int | None = None
+    forecast: str = "level"
     grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
@@ -179,6 +184,7 @@ _CATEGORICAL_VALUES: dict[str, tuple[Scalar, ...]] = {
     "optimizer": OPTIMIZERS,
     "bidirectional": (False, True),
     "nesterov": (False, True),
+    "forecast": FORECASTS,
 }
 # Parameters that may be switched off entirely with ``None`` (TOML: "none").
 _NULLABLE = {"grad_clip"}
@@ -232,6 +238,7 @@ class SearchSpace:
     rmsprop_alpha: Spec = FloatRange(0.9, 0.999)
     batch_size: Spec = Choice((32, 64, 128, 256))
     window: Spec = IntRange(8, 64, log=True)
+    forecast: Spec = Choice(FORECASTS)
     grad_clip: Spec = FloatRange(0.25, 5.0, log=True)
 
     def __post_init__(self) -> None:
@@ -427,7 +434,8 @@ class SearchSpace:
           quietly stop at 96;
         - a parameter changed from its default that no cell or optimiser of this space uses:
           fixing ``weight_decay`` for AdamW, which reads ``adamw_weight_decay``, changes nothing.
-          (A ``window`` is not refused for classification: one space file may serve both tasks.)
+          (A ``window`` or ``forecast`` is not refused for classification: one space file may
+          serve both tasks.)
         """
         for name in self.param_names():
             spec = getattr(self, name)
@@ -446,7 +454,7 @@ class SearchSpace:
         for name in self.param_names():
             if (
                 getattr(self, name) == getattr(default, name)
-                or name == "window"
+                or name in ("window", "forecast")
                 or any(
                     _applies(name, task="forecasting", cell=c, optimizer=o) for c in cells for o in optimizers
                 )
@@ -582,6 +590,7 @@ def _applies(name: str, *, task: Task, cell: str, optimizer: str) -> bool:
     """Whether :meth:`SearchSpace.suggest` samples ``name`` for this cell, optimiser and task."""
     conditions = {
         "window": task == "forecasting",
+        "forecast": task == "forecasting",
         "forget_bias": cell == "lstm",
         "weight_decay": optimizer != "adamw",
         "adamw_weight_decay": optimizer == "adamw",

@@ -560,7 +560,9 @@ class StudySession:
         _check_same_data(self.study, self.dataset)  # a test split cut from other data would not compare
         model = model_from_payload(payload)
         hp = Hyperparams(**payload["hyperparams"])
-        return Trainer(device="cpu").evaluate(model, self.dataset.windowed(hp.window), "test")
+        return Trainer(device="cpu").evaluate(
+            model, self.dataset.windowed(hp.window, forecast=hp.forecast), "test"
+        )
 
     def best_test(self) -> dict[str, Any] | None:
         """The best trial's test metric, computed once from its saved weights and recorded."""

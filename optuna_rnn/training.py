@@ -294,7 +294,8 @@ def _require_samples(data: object, method: str) -> None:
     if not isinstance(data, SequenceData):
         raise TypeError(
             f"{method} takes SequenceData, got {type(data).__name__}; cut a forecasting series into "
-            "samples first: data.windowed(hp.window), with hp from space.suggest(trial, task=data.task)"
+            "samples first: data.windowed(hp.window, forecast=hp.forecast), with hp from "
+            "space.suggest(trial, task=data.task)"
         )
 
 

@@ -49,3 +49,16 @@ def test_the_same_folder_and_file_through_a_symbolic_link_resume_the_study(tmp_p
         merge_config({"artifacts": str(tmp_path / "art")}, recorded)
     with pytest.raises(ConfigMismatchError, match="created with dataset.path="):
         merge_config({"dataset": DatasetSpec(path=str(tmp_path / "s.csv"))}, recorded)
+
+
+def test_a_study_recorded_before_forecast_was_a_parameter_goes_on_forecasting_levels() -> None:
+    made = StudyConfig(dataset=DatasetSpec(name="co2"), space=SearchSpace(hidden_size=8)).to_dict()
+    del made["space"]["forecast"]  # as a study created before the parameter records it
+    assert merge_config({}, made).space.forecast == "level"
+    # its --space file given again: the default search over both is not taken for a change
+    assert merge_config({"space": SearchSpace(hidden_size=8)}, made).space.forecast == "level"
+    asked = "space.forecast='level', this run asks for space.forecast='change'"
+    with pytest.raises(ConfigMismatchError, match=asked):  # asked for outright: refused
+        merge_config({"space": SearchSpace(hidden_size=8, forecast="change")}, made)
+    # a new study searches both
+    assert StudyConfig(dataset=DatasetSpec(name="co2")).space.forecast == SearchSpace().forecast

@@ -385,10 +385,12 @@ def test_the_trainer_says_how_to_train_on_a_forecasting_series() -> None:
     hp = SearchSpace(cell="gru", hidden_size=4).suggest(optuna.create_study().ask(), task=series.task)
     model = build_model(hp, input_size=series.input_size, output_size=1, task=series.task)
     with pytest.raises(
-        TypeError, match=r"cut a forecasting series into samples first: data.windowed\(hp.window\)"
+        TypeError,
+        match=r"into samples first: data.windowed\(hp.window, forecast=hp.forecast\)",
     ):
         Trainer(max_epochs=1, device="cpu").fit(model, series, hp)  # type: ignore[arg-type]
-    assert Trainer(max_epochs=1, device="cpu").fit(model, series.windowed(hp.window), hp).epochs == 1
+    samples = series.windowed(hp.window, forecast=hp.forecast)
+    assert Trainer(max_epochs=1, device="cpu").fit(model, samples, hp).epochs == 1
 
 
 def test_an_objective_used_directly_draws_only_windows_the_series_serves() -> None:
@@ -398,7 +400,8 @@ def test_an_objective_used_directly_draws_only_windows_the_series_serves() -> No
     assert objective.space.window == IntRange(4, 54)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=6)  # a longer window would stop the study with UsageError
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert len(study.trials) == 6 and all(t.state in finished for t in study.trials)
     assert max(t.params["window"] for t in study.trials) > 12
 
 

@@ -465,7 +465,7 @@ def test_mixed_precision_is_off_unless_asked_for() -> None:
 def test_a_raw_forecasting_series_is_refused_with_how_to_cut_it(method: str) -> None:
     series = load_dataset("sunspots")
     hp = Hyperparams(hidden_size=4)
-    model = build_model(hp, input_size=1, output_size=1, task="regression")
+    model = build_model(hp, input_size=1, output_size=1, task="forecasting")
     trainer = Trainer(device="cpu")
     with pytest.raises(TypeError, match=rf"{method} takes SequenceData, got ForecastSeries.*windowed"):
         if method == "fit":

@@ -56,7 +56,7 @@ def test_a_series_keeps_only_its_recently_used_window_lengths(monkeypatch: pytes
     for window in range(8, 41):  # a long study draws many lengths; each copies the series
         series.windowed(window)
     assert sum(map(data_module._nbytes, series._cache.values())) <= 3 * sizes[40]
-    assert list(series._cache)[-1] == 40 and 8 not in series._cache
+    assert list(series._cache)[-1] == (40, "level") and (8, "level") not in series._cache
     assert series.windowed(40) is series.windowed(40)  # the recent one is reused, not rebuilt
     monkeypatch.setattr(data_module, "WINDOW_CACHE_BYTES", 0)
     assert series.windowed(8) is series.windowed(8)  # the one in use is always kept
@@ -347,8 +347,12 @@ def _study(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna-rnn.db'}")
 
 
-def test_csv_forecasting_study_with_a_covariate(cli_in_process, tmp_path: Path, tiny_space: Path) -> None:
+@pytest.mark.parametrize("forecast", ["level", "change"])
+def test_csv_forecasting_study_with_a_covariate(
+    cli_in_process, tmp_path: Path, tiny_space: Path, forecast: str
+) -> None:
     write_csv(tmp_path / "series.csv", series_rows(150))
+    tiny_space.write_text(tiny_space.read_text() + f'forecast = "{forecast}"\n')
     out = cli_in_process(
         "run", "--data", "series.csv", "--target", "y", "--n-trials", "2", "--space", str(tiny_space), *FAST
     )
@@ -372,6 +376,9 @@ def test_csv_forecasting_study_with_a_covariate(cli_in_process, tmp_path: Path, 
     X = np.stack([series.values[t - horizon - window + 1 : t - horizon + 1] for t in targets])
     model = load_model_file(tmp_path / "best.pt")
     assert (model.columns, model.target, model.horizon) == (("x", "y"), "y", series.horizon)
+    assert result["hyperparams"]["forecast"] == forecast and model.relative_channel == (
+        1 if forecast == "change" else None
+    )
     with torch.inference_mode():
         forecast = model(torch.from_numpy(X).float())[:, 0].numpy()
     raw_rmse = float(np.sqrt(np.mean((forecast - series.values[targets, series.target]) ** 2)))
