@@ -90,6 +90,9 @@ def merge_config(given: Mapping[str, Any], recorded: Mapping[str, Any] | None) -
             value = value.replace(forecast=base.space.forecast)  # a --space file of that time, given again
         wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
         if wanted != current[name] and not _same_anyway(name, value, base):
+            if name == "dataset" and value.path is not None and _targets_agree(value, base.dataset):
+                value = dataclasses.replace(value, target=base.dataset.target)  # not among the differences
+                wanted = StudyConfig(**{**_fields(base), name: value}).to_dict()[name]
             was, asked = _difference(name, current[name], wanted)
             if name == "artifacts" and current[name] is None:
                 was = "its artifacts beside the storage file (the default)"
@@ -133,6 +136,16 @@ def _same_target(given: DatasetSpec, recorded: DatasetSpec) -> bool:
     explicitly (or leaving it out where a study named it) asks for the same data.
     """
     if given.to_dict() | {"target": None} != recorded.to_dict() | {"target": None}:
+        return False
+    return _targets_agree(given, recorded)
+
+
+def _targets_agree(given: DatasetSpec, recorded: DatasetSpec) -> bool:
+    """Whether ``given`` and ``recorded`` name the same column of ``given``'s file, one of them
+    perhaps by leaving its default out."""
+    if given.target == recorded.target:
+        return True
+    if given.target is not None and recorded.target is not None:
         return False
     from optuna_rnn.data import ForecastSeries
 

@@ -62,3 +62,16 @@ def test_a_study_recorded_before_forecast_was_a_parameter_goes_on_forecasting_le
         merge_config({"space": SearchSpace(hidden_size=8, forecast="change")}, made)
     # a new study searches both
     assert StudyConfig(dataset=DatasetSpec(name="co2")).space.forecast == SearchSpace().forecast
+
+
+def test_a_refused_resume_leaves_out_a_target_named_one_way_and_left_out_the_other(tmp_path: Path) -> None:
+    csv = tmp_path / "load.csv"
+    csv.write_text("x,load\n" + "".join(f"{i % 7},{i % 11}\n" for i in range(200)))  # load: the default
+    recorded = StudyConfig(dataset=DatasetSpec(path=str(csv), target="load", horizon=24)).to_dict()
+    with pytest.raises(ConfigMismatchError) as refused:
+        merge_config({"dataset": DatasetSpec(path=str(csv), horizon=1)}, recorded)
+    # it listed dataset.target='load' against None too, which asks for the same column
+    assert (
+        str(refused.value)
+        == "study was created with dataset.horizon=24, this run asks for dataset.horizon=1" + ADVICE
+    )
