@@ -39,6 +39,7 @@ from optuna_rnn.datasets import DatasetSpec
 from optuna_rnn.errors import UsageError, first_line
 from optuna_rnn.objective import Objective
 from optuna_rnn.recovery import (
+    INTERRUPTED,
     WORKER_ID_ATTR,
     RetryDeadWorker,
     checkpoints_dir,
@@ -46,6 +47,7 @@ from optuna_rnn.recovery import (
     heartbeat_conflicts,
     requeue_interrupted,
     requeue_orphaned,
+    retried_numbers,
     storage_heartbeat,
     tidy_checkpoints,
 )
@@ -498,7 +500,18 @@ class StudySession:
         if self.config.sampler != "grid":
             return None
         size = self.space.gridded(task=self.task).grid_size(task=self.task)
-        ran = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL, TrialState.RUNNING))
+        trials = self.study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        ran = [
+            t
+            for t in trials
+            if t.state in (*FINISHED, TrialState.RUNNING)
+            or (  # a failure, not one that runs again (an interrupt, a dead worker's trial)
+                t.state == TrialState.FAIL
+                and t.number not in retried
+                and t.user_attrs.get("stop_reason") != INTERRUPTED
+            )
+        ]
         return size - len({tuple(sorted(t.params.items())) for t in ran if t.params})
 
     def objective(self, *, device: str = "auto") -> Objective:

@@ -148,6 +148,30 @@ def test_a_grid_study_whose_trial_failed_says_it_stops_short(tmp_path: Path, cap
     )
 
 
+def test_an_interrupted_grid_trial_runs_again(tmp_path: Path, capsys) -> None:
+    space = SPACE.replace(
+        hidden_size=4, lr=1e-2, optimizer=Choice(["adam", "sgd"]), momentum=0.5, nesterov=False
+    )
+    given = {"dataset": DatasetSpec(name="digits"), "space": space, "sampler": "grid", "seed": 0}
+    given.update(max_epochs=1, pruner="none")
+    session = open_session("g", storage=f"sqlite:///{tmp_path / 'o.db'}", given=given, create=True)
+    run_trials(session, n_trials=1, device="cpu", progress=False)
+    other = "sgd" if session.study.trials[0].params["optimizer"] == "adam" else "adam"
+    session.study.add_trial(  # the other configuration's trial, stopped by a signal
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"optimizer": other},
+            distributions={"optimizer": optuna.distributions.CategoricalDistribution(["adam", "sgd"])},
+            user_attrs={"stop_reason": INTERRUPTED},
+        )
+    )
+    assert session.grid_left() == 1  # to be queued again, not run: counted as run, it stopped the study short
+    run_trials(session, n_trials=2, device="cpu", progress=False)
+    done = [t for t in session.study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["optimizer"] for t in done) == ["adam", "sgd"]
+    assert "stops short" not in capsys.readouterr().err
+
+
 def test_a_grid_whose_last_configuration_runs_elsewhere_does_not_claim_to_stop_short(
     tmp_path: Path, capsys
 ) -> None:
