@@ -326,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     retry_chosen(session, args.retry_trial)
     started = time.perf_counter()
     code = 0
-    args.trials_started = True  # what an interrupt from here on leaves is for the next run to resume
+    args.trials_started, args.session = True, session  # an interrupt from here on may leave work to resume
     if args.workers > 1:
         from optuna_rnn.workers import run_workers
 
@@ -567,6 +567,22 @@ COMMANDS = {
 }
 
 
+def _closed_on_interrupt(args: argparse.Namespace) -> bool:
+    """Whether the interrupt closed a running trial: this process's, or with ``--workers``, any of
+    the study's not yet queued again (the workers closed them)."""
+    from optuna_rnn.recovery import INTERRUPTED, interrupted_here, retried_numbers
+
+    session = getattr(args, "session", None)
+    if interrupted_here() or session is None or (getattr(args, "workers", None) or 1) == 1:
+        return interrupted_here()
+    try:
+        trials = session.study.get_trials(deepcopy=False)
+    except Exception:  # the storage may be what failed: say what the workers most likely did
+        return True
+    retried = retried_numbers(trials)
+    return any(t.user_attrs.get("stop_reason") == INTERRUPTED and t.number not in retried for t in trials)
+
+
 def main(argv: Sequence[str] | None = None, *, script: str | None = None) -> int:
     """Entry point of the ``optuna-rnn`` console script; returns the exit code.
 
@@ -644,21 +660,20 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.command not in ("run", "worker"):  # a report or export cut short is no success
             print("\noptuna-rnn: interrupted", file=sys.stderr)
             return 130
-        from optuna_rnn.recovery import interrupted_here
-
-        several = (getattr(args, "workers", None) or 1) > 1  # its workers closed their trials
+        if os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
+            return 0
         if not getattr(args, "trials_started", False):  # loading the data, opening the study
             print("\noptuna-rnn: interrupted before any trial started; nothing to resume", file=sys.stderr)
-        elif not several and not interrupted_here():  # between trials, or wrapping up
-            print(
-                "\noptuna-rnn: interrupted; no trial was running. Run the same command again to go on.",
-                file=sys.stderr,
-            )
-        elif not os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
-            closed = "trials were" if several else "trial was"
+        elif _closed_on_interrupt(args):
+            closed = "trials were" if (getattr(args, "workers", None) or 1) > 1 else "trial was"
             print(
                 f"\noptuna-rnn: interrupted; the running {closed} closed as FAIL. "
                 "Run the same command again to resume.",
+                file=sys.stderr,
+            )
+        else:  # between trials, or wrapping up
+            print(
+                "\noptuna-rnn: interrupted; no trial was running. Run the same command again to go on.",
                 file=sys.stderr,
             )
         return 0

@@ -360,6 +360,7 @@ def test_ctrl_c_stops_local_sqlite_workers_and_the_next_run_resumes_their_trials
     assert code == 0, err
     assert "interrupted" in err and "Traceback" not in err and "locked" not in err
     assert err.count("interrupted; the running trials were closed") == 1, err  # the parent's, once
+    assert err.count("optuna-rnn: interrupted") == 1, err  # the workers say nothing of their own
     trials = trials_of(url, "digits")
     assert count(trials, TrialState.RUNNING) == 0
     failed = [t for t in trials if t.state == TrialState.FAIL]
