@@ -162,7 +162,7 @@ def load_best_model(
     study_name: str | optuna.Study,
     *,
     storage: str | None = None,
-    artifacts: str | os.PathLike[str] | None = None,
+    artifacts: str | os.PathLike[str] | FileSystemArtifactStore | None = None,
 ) -> OriginalUnits:
     """The best trial's trained network of ``study_name``, ready to predict (eval mode, CPU).
 
@@ -210,11 +210,18 @@ def load_best_model(
     return _best_in(optuna.load_study(study_name=study_name, storage=backend), directory)
 
 
-def _best_in(study: optuna.Study, directory: str | os.PathLike[str]) -> OriginalUnits:
+def _best_in(
+    study: optuna.Study, directory: str | os.PathLike[str] | FileSystemArtifactStore
+) -> OriginalUnits:
     ranked = ranked_complete(study)
     if not ranked:
         raise MissingModelError(f"study {study.study_name!r} has no complete trial yet")
-    return in_original_units(download_model_payload(artifact_store(directory, create=False), ranked[0]))
+    store = (
+        directory
+        if isinstance(directory, FileSystemArtifactStore)
+        else artifact_store(directory, create=False)
+    )
+    return in_original_units(download_model_payload(store, ranked[0]))
 
 
 #: Trial states whose model file may be needed: complete, or able to complete yet.

@@ -165,6 +165,10 @@ def test_objective_and_keep_top_take_a_folder_as_load_best_model_does(tmp_path: 
     assert saved.name == study.best_trial.user_attrs["model_artifact_id"]
     # the in-memory study itself finds its best model (a name pointed at the default SQLite file)
     model = optuna_rnn.load_best_model(study, artifacts=tmp_path / "m")
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "m"))  # as Objective also takes it
+    assert torch.equal(
+        optuna_rnn.load_best_model(study, artifacts=store).net.head.weight, model.net.head.weight
+    )
     assert model.classes == data.classes and model(data.valid.X[:2]).shape == (2, 10)
     with pytest.raises(UsageError, match=r"load_best_model\(study\): give artifacts="):
         optuna_rnn.load_best_model(study)
