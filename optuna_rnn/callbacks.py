@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -143,9 +144,9 @@ class EarlyStopping(Callback):
     """Stop when the validation metric has not improved by ``min_delta`` for ``patience`` epochs."""
 
     def __init__(self, *, patience: int = 10, min_delta: float = 0.0) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        if isinstance(patience, bool) or not isinstance(patience, int | np.integer) or patience < 1:
             raise ValueError(f"patience must be a whole number >= 1, got {patience!r}")
-        self.patience = patience
+        self.patience = int(patience)
         self.min_delta = min_delta
         self._best = math.nan
         self._best_epoch = 0

@@ -269,7 +269,10 @@ class SequenceData:
 def check_fractions(name: str, valid_fraction: float, test_fraction: float, *, unit: str) -> None:
     """Refuse split fractions outside (0, 1), or that leave nothing to train on."""
     fractions = (valid_fraction, test_fraction)
-    if not all(isinstance(f, int | float) and 0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+    if (
+        not all(isinstance(f, int | float | np.number) and 0 < f < 1 for f in fractions)
+        or sum(fractions) >= 1
+    ):
         raise UsageError(
             f"{name}: valid_fraction and test_fraction must lie in (0, 1) and leave {unit} for "
             f"training, got {valid_fraction} and {test_fraction}"
@@ -518,6 +521,7 @@ class ForecastSeries:
         a, b = self.bounds
         scores = {}
         for name, (lo, hi) in (("valid", (a, b)), ("test", (b, len(target)))):
+            lo = max(lo, self.horizon)  # a horizon beyond the training span has no earlier value for all
             errors = target[lo:hi] - target[lo - self.horizon : hi - self.horizon]
             scores[name] = float(np.sqrt(np.mean(errors**2))) if len(errors) else None
         return {"name": "persistence (the last known value)", **scores}
@@ -754,7 +758,7 @@ def fit_space(space: SearchSpace, dataset: Dataset) -> SearchSpace:
 
 def _share(hits: torch.Tensor) -> float | None:
     """The fraction of ``True`` in ``hits``; ``None`` when it is empty."""
-    return float(hits.float().mean()) if hits.numel() else None
+    return float(hits.double().mean()) if hits.numel() else None
 
 
 def _describe(value: object) -> str:

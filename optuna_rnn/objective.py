@@ -169,7 +169,8 @@ class Objective:
             # what the checkpoint must match to be resumed: a same-named study on other data
             # (another storage, one artifacts folder) must not load it
             meta = {
-                "hyperparams": hp.to_dict(),
+                # a level forecaster's as before `forecast` existed: its checkpoints still resume
+                "hyperparams": {k: v for k, v in hp.to_dict().items() if (k, v) != ("forecast", "level")},
                 "seed": seed,
                 "data": [data.name, data.input_size, data.output_size, len(data.train)],
             }

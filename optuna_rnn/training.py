@@ -552,7 +552,9 @@ class Trainer:
         """Raw outputs for every sequence of ``split`` (``data.test``, say), in order, on the CPU.
 
         These are in the trainer's standardised units, as ``split`` is: class logits, or forecasts
-        that ``out * data.target_scale + data.target_mean`` puts back in the target's units.
+        that ``out * data.target_scale + data.target_mean`` puts back in the target's units (for
+        ``forecast="change"`` samples, the change from each window's last target value, which is
+        added to give the forecast; a loaded model does both).
         """
         if not isinstance(split, Split):
             raise TypeError(f"predict takes a Split such as data.test, got {type(split).__name__}")

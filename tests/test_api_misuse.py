@@ -385,3 +385,11 @@ def test_each_trial_gets_its_own_copy_of_the_callbacks_given_to_the_objective() 
 def test_small_options_are_checked_where_they_are_given(make, message) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_numpy_numbers_pass_where_python_ones_do() -> None:
+    assert optuna_rnn.EarlyStopping(patience=np.int64(3)).patience == 3
+    data = optuna_rnn.SequenceData.from_arrays(
+        np.zeros((40, 4, 1)), np.arange(40) % 2, name="a", valid_fraction=np.float32(0.2), test_fraction=0.2
+    )
+    assert data.summary()["baseline"]["valid"] == 0.5  # the majority class: half of a balanced split
