@@ -326,7 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     retry_chosen(session, args.retry_trial)
     started = time.perf_counter()
     code = 0
-    args.trials_started, args.session = True, session  # an interrupt from here on may leave work to resume
+    args.session = session  # trials start: an interrupt from here on may leave work to resume
     if args.workers > 1:
         from optuna_rnn.workers import run_workers
 
@@ -405,7 +405,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     n_trials = session.total(args.n_trials, default=DEFAULT_N_TRIALS)
     session.record_total(n_trials)  # a later `run --study` or `worker` without --n-trials finishes it
     started = time.perf_counter()
-    args.trials_started = True
+    args.session = session
     run_trials(session, n_trials=n_trials, timeout=args.timeout, device=args.device, progress=not args.quiet)
     _say_if_timed_out(session, args.timeout, time.perf_counter() - started, n_trials)
     print(
@@ -443,7 +443,7 @@ def _print_summary(session: Any, seconds: float) -> None:
     test_text = f", test {test['test_value']:.4g}" if test else ""
     print(f"Best trial #{best.number}: validation {metric} {best.value:.4g}{test_text}")
     if session.baseline is not None:
-        print(baseline_text({"baseline": session.baseline}))
+        print(baseline_text(session.baseline))
     for key, value in best.params.items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"  {key:<16} {shown}")
@@ -572,11 +572,12 @@ def _closed_on_interrupt(args: argparse.Namespace) -> bool:
     the study's not yet queued again (the workers closed them)."""
     from optuna_rnn.recovery import INTERRUPTED, interrupted_here, retried_numbers
 
-    session = getattr(args, "session", None)
-    if interrupted_here() or session is None or (getattr(args, "workers", None) or 1) == 1:
-        return interrupted_here()
+    if interrupted_here():
+        return True
+    if (getattr(args, "workers", None) or 1) == 1:
+        return False
     try:
-        trials = session.study.get_trials(deepcopy=False)
+        trials = args.session.study.get_trials(deepcopy=False)
     except Exception:  # the storage may be what failed: say what the workers most likely did
         return True
     retried = retried_numbers(trials)
@@ -662,7 +663,7 @@ def _run_command(args: argparse.Namespace) -> int:
             return 130
         if os.environ.get(LOCAL_WORKER_ENV):  # `run --workers N` says it once for all
             return 0
-        if not getattr(args, "trials_started", False):  # loading the data, opening the study
+        if getattr(args, "session", None) is None:  # loading the data, opening the study
             print("\noptuna-rnn: interrupted before any trial started; nothing to resume", file=sys.stderr)
         elif _closed_on_interrupt(args):
             closed = "trials were" if (getattr(args, "workers", None) or 1) > 1 else "trial was"

@@ -93,7 +93,7 @@ def study_note(study: optuna.Study, *, best_test: dict[str, Any] | None = None) 
         "",
         "### Best trial",
         "",
-        *_best_lines(study, metric, best_test or recorded_test, baseline_text(data)),
+        *_best_lines(study, metric, best_test or recorded_test, baseline_text(data.get("baseline"))),
         "",
         "### Progress",
         "",
@@ -136,9 +136,9 @@ def config_sections(config: dict[str, Any], data: dict[str, Any], *, level: int 
     ]
 
 
-def baseline_text(data: dict[str, Any]) -> str | None:
-    """A sentence on the naive baseline a study recorded for its data; ``None`` if it recorded none."""
-    baseline = data.get("baseline")
+def baseline_text(baseline: Any) -> str | None:
+    """A sentence on the naive baseline a study recorded for its data (``{"name", "valid", "test"}``);
+    ``None`` if it recorded none."""
     if not isinstance(baseline, dict):
         return None
     scores = [

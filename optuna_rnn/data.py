@@ -384,7 +384,7 @@ class ForecastSeries:
         std = stats.std(axis=0)
         object.__setattr__(self, "_mean", stats.mean(axis=0))
         object.__setattr__(self, "_std", np.where(std > 0, std, 1.0))
-        target = values[: self.n_train, self.target].astype(np.float64)
+        target = values[: self.n_train, self.target]
         changes = target[self.horizon :] - target[: -self.horizon]  # over `horizon` rows, in training
         spread = float(changes.std()) if len(changes) > 1 else 0.0
         object.__setattr__(self, "_change", (float(changes.mean()) if len(changes) else 0.0, spread or 1.0))
@@ -472,7 +472,7 @@ class ForecastSeries:
         scaled = ((self.values - self._mean) / self._std).astype(np.float32)
         views = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0)  # (start, ch, window)
         change = forecast == "change"
-        target = self.values[:, self.target].astype(np.float64)
+        target = self.values[:, self.target]  # float64, as __post_init__ keeps the values
         change_mean, change_sd = self._change
 
         def split(times: np.ndarray) -> Split:
@@ -517,7 +517,7 @@ class ForecastSeries:
         The naive forecast a trained model must beat; on a trending series (co2) it often is
         hard to. Window-free, as the validation and test targets are their spans' rows.
         """
-        target = self.values[:, self.target].astype(np.float64)
+        target = self.values[:, self.target]
         a, b = self.bounds
         scores = {}
         for name, (lo, hi) in (("valid", (a, b)), ("test", (b, len(target)))):

@@ -146,7 +146,7 @@ def summary_markdown(
     if count[TrialState.RUNNING]:
         lines += [f"The study is still running: {count[TrialState.RUNNING]} trials had no result yet.", ""]
     config, data, _ = recorded(study)
-    lines += _top_lines(study, names, best_test, baseline_text(data))
+    lines += _top_lines(study, names, best_test, baseline_text(data.get("baseline")))
     lines += config_sections(config, data, level=2)[1:]  # _top_lines ends with a blank line
     lines += ["", "## Plots", ""]
     for path in files:
